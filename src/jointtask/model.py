@@ -1,0 +1,176 @@
+"""The looped transformer of SPEC section 2, in one file.
+
+Decoder-only, causal, learned absolute positions. `blocks` distinct pre-LayerNorm blocks
+(attention + MLP), the whole stack applied `recurrence` times with shared weights; the
+paper's model is blocks=1, recurrence=4. blocks=L, recurrence=1 is the ordinary deep model.
+
+Hook points (identity modules, TransformerLens style) let analyses read or replace
+activations without model surgery:
+    hook_embed, hook_pos_embed                    token and position embeddings
+    passes.{p}.hook_attn_out, passes.{p}.hook_mlp_out   sublayer outputs, before the residual add
+    passes.{p}.hook_resid_post                    the residual stream after the pass
+where p counts block applications (0 .. blocks*recurrence-1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pydantic import model_validator
+
+from .schema import Strict
+
+
+class ModelConfig(Strict):
+    width: int = 32  # n_embed
+    heads: int = 1
+    recurrence: int = 4  # times the block stack is applied, with shared weights
+    blocks: int = 1  # distinct blocks in the stack
+    mlp_ratio: int = 4
+
+    @model_validator(mode="after")
+    def _check(self):
+        for name in ("width", "heads", "recurrence", "blocks", "mlp_ratio"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ValueError(f"model.width {self.width} is not divisible by model.heads {self.heads}")
+        return self
+
+
+def count_params(cfg: ModelConfig, vocab_size: int, max_len: int) -> dict[str, int]:
+    """Closed form of the parameter count (checked against numel in the tests).
+
+    d = width, m = mlp_ratio, V = vocab, T = context, L = distinct blocks:
+      token embedding V*d, positions T*d, output head d*V (no bias), final LayerNorm 2d,
+      per block: two LayerNorms 4d, attention 4d^2 + 4d (qkv and projection, with biases),
+      MLP 2*m*d^2 + m*d + d.
+    Non-embedding: everything except the token embedding, the positions and the output head
+    (the parts that scale with the vocabulary or the context, not with the block).
+    """
+    d, m, V, T, L = cfg.width, cfg.mlp_ratio, vocab_size, max_len, cfg.blocks
+    block = 4 * d + (4 * d * d + 4 * d) + (2 * m * d * d + m * d + d)
+    total = V * d + T * d + L * block + 2 * d + d * V
+    return {"params": total, "params_non_embedding": total - V * d - T * d - d * V}
+
+
+class HookPoint(nn.Identity):
+    """An identity whose name marks a place to read or patch activations."""
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads = cfg.heads
+        self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
+        self.proj = nn.Linear(cfg.width, cfg.width)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        # Right padding needs no extra mask: causal attention never looks at later positions.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width)
+        self.out = nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width)
+
+    def forward(self, x):
+        return self.out(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(cfg.width)
+        self.attn = Attention(cfg)
+        self.ln_mlp = nn.LayerNorm(cfg.width)
+        self.mlp = MLP(cfg)
+
+
+class PassHooks(nn.Module):
+    """Hook points of one application of a block (weights are shared, hooks are not)."""
+
+    def __init__(self):
+        super().__init__()
+        self.hook_attn_out = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+
+class LoopedTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
+        super().__init__()
+        self.cfg, self.vocab_size, self.max_len = cfg, vocab_size, max_len
+        self.tok_embed = nn.Embedding(vocab_size, cfg.width)
+        self.pos_embed = nn.Embedding(max_len, cfg.width)
+        self.hook_embed = HookPoint()
+        self.hook_pos_embed = HookPoint()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
+        self.passes = nn.ModuleList(PassHooks() for _ in range(cfg.blocks * cfg.recurrence))
+        self.ln_final = nn.LayerNorm(cfg.width)
+        self.head = nn.Linear(cfg.width, vocab_size, bias=False)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2)
+            if name.endswith(("attn.proj.weight", "mlp.out.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * len(self.passes)))
+
+    @staticmethod
+    def _init(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def residual(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final residual stream after LayerNorm, [B, T, width]."""
+        T = idx.shape[1]
+        if T > self.max_len:
+            raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.max_len}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
+        p = 0
+        for _ in range(self.cfg.recurrence):
+            for block in self.blocks:
+                hooks = self.passes[p]
+                x = x + hooks.hook_attn_out(block.attn(block.ln_attn(x)))
+                x = x + hooks.hook_mlp_out(block.mlp(block.ln_mlp(x)))
+                x = hooks.hook_resid_post(x)
+                p += 1
+        return self.ln_final(x)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(self.residual(idx))
+
+    def hook_points(self) -> dict[str, HookPoint]:
+        return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: list[tuple[str, callable]]):
+        """Temporarily attach `fn(activation) -> activation or None` at named hook points."""
+        points = self.hook_points()
+        handles = []
+        try:
+            for name, fn in fwd_hooks:
+                if name not in points:
+                    raise KeyError(f"no hook point {name!r}; have {sorted(points)}")
+                handles.append(points[name].register_forward_hook(lambda _m, _i, out, fn=fn: fn(out)))
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def number_of_parameters(self) -> dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        emb = self.tok_embed.weight.numel() + self.pos_embed.weight.numel() + self.head.weight.numel()
+        return {"params": total, "params_non_embedding": total - emb}

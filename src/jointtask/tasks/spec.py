@@ -1,0 +1,96 @@
+"""Validated descriptions of a task and of the data drawn from it."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import field_validator, model_validator
+
+from ..errors import UserError
+from ..schema import Strict, validation_message
+from .families import LISTOPS_OPS, PERM_OPS, family_of, make_family
+
+
+class TaskConfig(Strict):
+    ops: list[str] = ["MAX"]
+    modulus: Optional[int] = None  # listops family
+    degree: Optional[int] = None  # permutation family (S_degree)
+    max_depth: int = 2  # levels of nesting, the root counting as one (SPEC default 2)
+    min_args: int = 2
+    max_args: int = 3
+    p_nest: float = 0.25
+    sadd_seed: Optional[int] = None  # the SADD relabelling; None: the run's seed
+
+    @field_validator("ops", mode="before")
+    @classmethod
+    def _split_ops(cls, v):
+        if isinstance(v, str):
+            v = [s for s in v.replace("+", ",").split(",") if s.strip()]
+        return [s.strip().upper() for s in v]
+
+    @model_validator(mode="after")
+    def _check(self):
+        if len(set(self.ops)) != len(self.ops):
+            raise ValueError(f"operation listed twice in {self.ops}")
+        kind = family_of(self.ops)
+        if kind == "listops":
+            if self.modulus is None:
+                raise ValueError("task.modulus is required for listops operations")
+            if self.modulus < 2:
+                raise ValueError(f"modulus must be >= 2, got {self.modulus}")
+        else:
+            if self.degree is None:
+                raise ValueError("task.degree is required for permutation operations")
+            if not 2 <= self.degree <= 6:
+                raise ValueError(f"degree must be between 2 and 6, got {self.degree}")
+        if self.max_depth < 1:
+            raise ValueError(f"max_depth must be >= 1, got {self.max_depth}")
+        if not 1 <= self.min_args <= self.max_args:
+            raise ValueError(f"need 1 <= min_args <= max_args, got {self.min_args}, {self.max_args}")
+        if not 0.0 <= self.p_nest <= 1.0:
+            raise ValueError(f"p_nest must be in [0, 1], got {self.p_nest}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return family_of(self.ops)
+
+    @property
+    def mixture(self) -> str:
+        return "+".join(self.ops)
+
+    def family(self, seed: int = 0):
+        sadd = self.sadd_seed if self.sadd_seed is not None else seed
+        return make_family(self.ops, self.modulus, self.degree, sadd_seed=sadd)
+
+    def with_ops(self, ops: list[str]) -> "TaskConfig":
+        return self.model_copy(update={"ops": list(ops)})
+
+    def all_ops(self) -> list[str]:
+        return LISTOPS_OPS if self.kind == "listops" else PERM_OPS
+
+
+class DataConfig(Strict):
+    per_n: int = 2000  # training samples per value of n (n = modulus, or |S_k|)
+    test_fraction: float = 0.2  # share of prompts (by hash) reserved for held-out sets
+    eval_count: int = 400  # held-out prompts per evaluation set (fewer if the space is small)
+    eval_train_count: int = 200  # training prompts per set, to see memorisation
+    eval_ops: Optional[list[str]] = None  # ops with their own eval sets; None: every op of the family
+
+    @model_validator(mode="after")
+    def _check(self):
+        for name in ("per_n", "eval_count", "eval_train_count"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        return self
+
+
+def parse_ops(text: str) -> list[str]:
+    ops = [s.strip().upper() for s in text.replace("+", ",").split(",") if s.strip()]
+    family_of(ops)
+    return ops
+
+
+__all__ = ["TaskConfig", "DataConfig", "Strict", "UserError", "validation_message", "parse_ops"]

@@ -1,0 +1,252 @@
+"""One training run (SPEC section 3): data, model, AdamW with warm-up and decay, periodic
+greedy evaluation, atomic checkpoints, exact resume, early stopping, a final result.json."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..fileio import append_line, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+from ..model import LoopedTransformer
+from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
+from .config import RunConfig
+from .evaluate import accuracy
+
+CHECKPOINT = "checkpoint.pt"
+RESULT = "result.json"
+METRICS = "metrics.jsonl"
+CONFIG = "config.toml"
+
+
+def lr_at(step: int, cfg) -> float:
+    """Learning rate for optimisation step `step` (0-based)."""
+    t = cfg.train
+    if t.schedule == "constant":
+        return t.lr
+    if t.schedule == "exponential":  # lr decays geometrically from lr to final_lr (nrgpt-style baseline)
+        return t.lr * (t.final_lr / t.lr) ** (step / max(1, t.steps - 1))
+    warm = int(t.warmup_fraction * t.steps)
+    if step < warm:
+        return t.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, t.steps - warm - 1)
+    return t.final_lr + 0.5 * (t.lr - t.final_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
+    """The examples of step `step`: a pure function of (seed, step), so a resumed run draws
+    exactly the batches the uninterrupted run would have drawn."""
+    return np.random.default_rng([seed, 7, step]).integers(n, size=batch_size)
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor  # [B, T]
+    targets: torch.Tensor  # [K] the tokens to predict
+    positions: torch.Tensor  # [K] flat indices into B*T where the loss is taken
+    n_tokens: int  # tokens processed (non-padding inputs)
+
+
+def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device) -> Batch:
+    lengths = train.lengths[idx]
+    T = int(lengths.max())
+    ids = torch.from_numpy(train.ids[idx, :T])
+    inputs, nxt = ids[:, :-1], ids[:, 1:]
+    pos = torch.arange(T - 1)
+    # position t predicts token t+1; 'answer' keeps the chain of thought, the answer and <eos>
+    first = torch.from_numpy(train.prompt_lengths[idx] - 1 if loss_on == "answer" else np.zeros_like(lengths))
+    mask = (pos[None, :] >= first[:, None]) & (pos[None, :] < torch.from_numpy(lengths - 1)[:, None])
+    flat = mask.reshape(-1).nonzero().squeeze(1)
+    return Batch(inputs.to(device), nxt.reshape(-1)[flat].to(device), flat.to(device), int((lengths - 1).sum()))
+
+
+def loss_on_batch(model, b: Batch) -> torch.Tensor:
+    h = model.residual(b.inputs)
+    h = h.reshape(-1, h.shape[-1]).index_select(0, b.positions)  # the head only where the loss is
+    return F.cross_entropy(model.head(h), b.targets)
+
+
+def build_model(cfg: RunConfig, vocab_size: int) -> LoopedTransformer:
+    torch.manual_seed(cfg.seed)
+    return LoopedTransformer(cfg.model, vocab_size, context_length(cfg.task))
+
+
+def make_optimizer(model, cfg: RunConfig):
+    t = cfg.train
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), foreach=True)
+
+
+def evaluate_all(model, data: TaskData, device) -> tuple[dict, dict]:
+    held = {k: accuracy(model, s, data.vocab, device) for k, s in data.eval_sets.items()}
+    seen = {k: accuracy(model, s, data.vocab, device) for k, s in data.eval_train_sets.items()}
+    return held, seen
+
+
+def save_checkpoint(path: Path, model, opt, state: dict) -> None:
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ck, dict) or not {"model", "optimizer", "state"} <= ck.keys():
+            raise ValueError("missing entries")
+        return ck
+    except Exception as e:
+        raise UserError(f"corrupt checkpoint {str(path)!r}: {type(e).__name__}") from None
+
+
+class Progress:
+    """A rich progress bar on a terminal; a plain line per evaluation otherwise."""
+
+    def __init__(self, total: int, start: int, label: str, quiet: bool):
+        self.quiet, self.bar = quiet, None
+        if not quiet and sys.stderr.isatty():
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total, completed=start)
+
+    def advance(self, step: int, loss: float):
+        if self.bar:
+            self.bar.update(self.task, completed=step, description=f"loss {loss:.3f}")
+
+    def line(self, text: str):
+        if self.quiet:
+            return
+        if self.bar:
+            self.bar.console.print(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.bar:
+            self.bar.stop()
+
+
+def targets_of(cfg: RunConfig) -> list[str]:
+    return list(cfg.task.ops)
+
+
+def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after: int | None = None,
+              quiet: bool = False, init_from: str | Path | None = None) -> dict | None:
+    """Train one run into `out`. Returns the result dict, or None when stopped by `stop_after`
+    (a checkpoint is left to resume from). `init_from` starts from another run's weights
+    (transfer, SPEC section 6) with a fresh optimiser."""
+    out = Path(out)
+    torch.set_num_threads(cfg.train.threads)
+    device = torch.device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device is cuda but no CUDA device is available")
+    ck_path, res_path, met_path = out / CHECKPOINT, out / RESULT, out / METRICS
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise UserError(f"run directory {str(out)!r} is not empty; pass --resume to continue it")
+    if resume and res_path.exists():
+        return json.loads(res_path.read_text())
+    if (out / CONFIG).exists():
+        from .config import load_config
+
+        saved = load_config(out / CONFIG)
+        if saved.run_id() != cfg.run_id():
+            raise UserError(f"run directory {str(out)!r} holds a different config; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / CONFIG, cfg.to_toml())
+
+    data = build_task_data(cfg.task, cfg.data, cfg.seed)
+    model = build_model(cfg, len(data.vocab)).to(device)
+    if init_from is not None:
+        src = load_checkpoint(Path(init_from) / CHECKPOINT)
+        model.load_state_dict(src["model"])
+    opt = make_optimizer(model, cfg)
+    state = {"step": 0, "tokens_seen": 0, "train_seconds": 0.0, "best": -1.0, "since_best": 0,
+             "stop_reason": None, "loss": float("nan"), "running": 0.0, "n_running": 0}
+    if resume and ck_path.exists():
+        ck = load_checkpoint(ck_path)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        state = ck["state"]
+        # metrics logged after the checkpoint belong to steps that will be redone
+        kept = [r for r in read_jsonl(met_path) if r["step"] <= state["step"]]
+        atomic_write_text(met_path, "".join(json.dumps(r) + "\n" for r in kept))
+    elif met_path.exists():
+        met_path.unlink()
+
+    t = cfg.train
+    train_set = data.train
+    targets = [op for op in targets_of(cfg) if op in data.eval_sets]
+    progress = Progress(t.steps, state["step"], cfg.task.mixture, quiet)
+    model.train()
+    try:
+        while state["step"] < t.steps and state["stop_reason"] is None:
+            step = state["step"]
+            t0 = time.perf_counter()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            b = make_batch(train_set, batch_indices(cfg.seed, step, len(train_set), t.batch_size), t.loss_on, device)
+            loss = loss_on_batch(model, b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            opt.step()
+            lv = float(loss.detach())
+            state["train_seconds"] += time.perf_counter() - t0
+            state["tokens_seen"] += b.n_tokens
+            state["step"] = step + 1
+            state["loss"] = lv
+            state["running"] += lv
+            state["n_running"] += 1
+            progress.advance(state["step"], lv)
+            last = state["step"] == t.steps
+            if state["step"] % t.eval_every == 0 or last:
+                held, seen = evaluate_all(model, data, device)
+                row = {"step": state["step"], "tokens_seen": state["tokens_seen"], "loss": state["running"] / state["n_running"],
+                       "lr": lr_at(step, cfg), "train_seconds": state["train_seconds"],
+                       "accuracy": held, "accuracy_train": seen}
+                append_line(met_path, json.dumps(row))
+                state["running"], state["n_running"] = 0.0, 0
+                progress.line(f"step {state['step']:>6}  loss {row['loss']:.4f}  " +
+                              "  ".join(f"{k} {v:.3f}" for k, v in held.items()))
+                score = min(held[op] for op in targets) if targets else 0.0
+                if score > state["best"] + t.min_delta:
+                    state["best"], state["since_best"] = score, 0
+                else:
+                    state["since_best"] += 1
+                if t.early_stop and score >= t.ceiling and not last:
+                    state["stop_reason"] = "ceiling"
+                elif t.patience is not None and state["since_best"] >= t.patience and not last:
+                    state["stop_reason"] = "plateau"
+            if state["step"] % t.checkpoint_every == 0 or last or state["stop_reason"] or state["step"] == stop_after:
+                save_checkpoint(ck_path, model, opt, state)
+            if stop_after is not None and state["step"] >= stop_after and not last:
+                return None
+    finally:
+        progress.close()
+
+    final = read_jsonl(met_path)[-1]
+    counts = model.number_of_parameters()
+    result = {
+        "run_id": cfg.run_id(), "mixture": cfg.task.mixture, "ops": list(cfg.task.ops), "seed": cfg.seed,
+        "width": cfg.model.width, "heads": cfg.model.heads, "recurrence": cfg.model.recurrence,
+        "blocks": cfg.model.blocks, **counts, "steps": state["step"], "tokens_seen": state["tokens_seen"],
+        "train_seconds": state["train_seconds"], "stop_reason": state["stop_reason"] or "budget",
+        "final_loss": final["loss"], "accuracy": final["accuracy"], "accuracy_train": final["accuracy_train"],
+        "modulus": cfg.task.modulus, "degree": cfg.task.degree, "device": str(device),
+    }
+    atomic_write_json(res_path, result)
+    return result

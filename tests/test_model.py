@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from jointtask.model import LoopedTransformer, ModelConfig, count_params
+
+
+@pytest.mark.parametrize("width,heads,rec,blocks,mlp", [(8, 1, 4, 1, 4), (32, 2, 4, 1, 4), (48, 4, 2, 3, 2), (16, 1, 1, 4, 4)])
+def test_parameter_formula_matches_numel(width, heads, rec, blocks, mlp):
+    cfg = ModelConfig(width=width, heads=heads, recurrence=rec, blocks=blocks, mlp_ratio=mlp)
+    m = LoopedTransformer(cfg, vocab_size=37, max_len=29)
+    assert count_params(cfg, 37, 29) == m.number_of_parameters()
+    assert m.number_of_parameters()["params"] == sum(p.numel() for p in m.parameters())
+
+
+def test_recurrence_shares_weights():
+    a = LoopedTransformer(ModelConfig(width=16, recurrence=1), 20, 10)
+    b = LoopedTransformer(ModelConfig(width=16, recurrence=6), 20, 10)
+    assert a.number_of_parameters() == b.number_of_parameters()
+    assert len(b.passes) == 6 and len(b.blocks) == 1
+
+
+def test_hook_points_are_named_per_pass_and_can_ablate():
+    torch.manual_seed(0)
+    m = LoopedTransformer(ModelConfig(width=16, recurrence=3), 20, 12).eval()
+    names = set(m.hook_points())
+    assert {"hook_embed", "hook_pos_embed", "passes.2.hook_attn_out", "passes.0.hook_mlp_out",
+            "passes.1.hook_resid_post"} <= names
+    x = torch.randint(0, 20, (2, 12))
+    seen = {}
+    with m.hooks([("passes.1.hook_attn_out", lambda a: seen.setdefault("a", a))]):
+        base = m(x)
+    assert seen["a"].shape == (2, 12, 16)
+    with m.hooks([("passes.1.hook_attn_out", lambda a: torch.zeros_like(a))]):
+        ablated = m(x)
+    assert not torch.allclose(base, ablated)
+    assert torch.allclose(m(x), base)  # hooks are removed on exit
+
+
+def test_causal_so_right_padding_is_harmless():
+    torch.manual_seed(0)
+    m = LoopedTransformer(ModelConfig(width=16), 20, 12).eval()
+    x = torch.randint(0, 20, (1, 12))
+    y = x.clone()
+    y[0, 8:] = 0
+    assert torch.allclose(m(x)[0, :8], m(y)[0, :8], atol=1e-6)
+
+
+def test_width_must_divide_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(width=30, heads=4)

@@ -1,0 +1,220 @@
+"""Generated data against an independent brute-force evaluator written here, token by token."""
+
+import itertools
+import json
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jointtask.tasks import LISTOPS_OPS, PERM_OPS, TaskConfig, Vocab, generate
+from jointtask.tasks.dataset import build_task_data, context_length, is_held_out
+from jointtask.tasks.spec import DataConfig
+
+from .conftest import run_cli
+
+# ---- an independent evaluator: works on token lists, knows nothing of the package's trees ----
+
+
+def brute_listops(op, xs, n, sadd_perm):
+    if op == "MAX":
+        return max(xs)
+    if op == "MIN":
+        return min(xs)
+    if op == "MED":  # upper median, by counting rather than sorting
+        k = len(xs) // 2
+        return next(x for x in xs if sum(y < x for y in xs) <= k < sum(y <= x for y in xs))
+    if op == "ADD":
+        return sum(xs) % n
+    if op == "PROD":
+        out = 1
+        for x in xs:
+            out = out * x % n
+        return out
+    if op == "NADD":
+        return (sum(xs[0::2]) - sum(xs[1::2])) % n
+    if op == "SADD":
+        inv = {int(v): i for i, v in enumerate(sadd_perm)}
+        return int(sadd_perm[sum(inv[x] for x in xs) % n])
+    raise AssertionError(op)
+
+
+def _fact(m):
+    out = 1
+    for i in range(2, m + 1):
+        out *= i
+    return out
+
+
+def perm_unrank(r, k):
+    items, out = list(range(k)), []
+    for i in range(k, 0, -1):
+        f = _fact(i - 1)
+        out.append(items.pop(r // f))
+        r %= f
+    return out
+
+
+def brute_perm(op, xs, k):
+    arrs = [np.array(perm_unrank(x, k)) for x in xs]
+    prod = arrs[0]
+    for a in arrs[1:]:
+        prod = prod[a]  # (a*b)[i] = a[b[i]]
+    if op in ("PMUL", "PSUB"):
+        return _rank(prod)
+    if op == "PMAX":
+        return max(xs)
+    if op == "PMIN":
+        return min(xs)
+    if op == "PPAR":
+        cycles, seen = 0, set()
+        for i in range(k):
+            if i not in seen:
+                cycles += 1
+                j = i
+                while j not in seen:
+                    seen.add(j)
+                    j = prod[j]
+        return (k - cycles) % 2
+    raise AssertionError(op)
+
+
+def _rank(p):
+    p, k, r = list(p), len(p), 0
+    for i in range(k):
+        r += sum(1 for j in range(i + 1, k) if p[j] < p[i]) * _fact(k - 1 - i)
+    return r
+
+
+def value_of(tok):
+    return int(tok[1:]) if tok.startswith("p") else int(tok)
+
+
+def is_value(tok):
+    return tok[0].isdigit() or (tok.startswith("p") and tok[1:].isdigit())
+
+
+def reduce_tokens(tokens, evaluate):
+    """Replace the leftmost `OP ( v v ... )` whose arguments are all values."""
+    for i, t in enumerate(tokens):
+        if t in LISTOPS_OPS or t in PERM_OPS:
+            j = i + 2
+            while j < len(tokens) and is_value(tokens[j]):
+                j += 1
+            if tokens[j] == ")":
+                xs = [value_of(x) for x in tokens[i + 2: j]]
+                return tokens[:i] + [evaluate(t, xs)] + tokens[j + 1:]
+    raise AssertionError(f"nothing to reduce in {tokens}")
+
+
+def check_chain(tokens, evaluate):
+    assert tokens[-1] == "<eos>" and tokens.count("<eos>") == 1
+    steps, cur = [], []
+    for t in tokens[:-1]:
+        if t == "=":
+            steps.append(cur)
+            cur = []
+        else:
+            cur.append(t)
+    steps.append(cur)
+    for before, after in zip(steps, steps[1:]):
+        assert reduce_tokens(before, evaluate) == after, (before, after)
+    assert len(steps[-1]) == 1 and is_value(steps[-1][0])
+
+
+listops_task = st.builds(
+    lambda ops, n, depth, p: TaskConfig(ops=ops, modulus=n, max_depth=depth, p_nest=p),
+    st.lists(st.sampled_from(LISTOPS_OPS), min_size=1, max_size=4, unique=True),
+    st.integers(2, 50), st.integers(1, 3), st.sampled_from([0.0, 0.25, 0.6]))
+perm_task = st.builds(
+    lambda ops, k, depth: TaskConfig(ops=ops, degree=k, max_depth=depth, p_nest=0.4),
+    st.lists(st.sampled_from(PERM_OPS), min_size=1, max_size=3, unique=True), st.integers(2, 4), st.integers(1, 3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(listops_task, st.integers(0, 2**31))
+def test_listops_chain_of_thought_is_right(task, seed):
+    family = task.family(seed)
+    ev = lambda op, xs: str(brute_listops(op, xs, task.modulus, family.sadd_perm))
+    for s in generate(task, 30, seed, "train", 0.2):
+        check_chain(s.tokens, ev)
+        assert s.answer == s.tokens[-2] and s.prompt[-1] == "="
+        assert all(tok in ("(", ")", "=", "<eos>") or tok in task.ops or int(tok) < task.modulus for tok in s.tokens)
+
+
+@settings(max_examples=25, deadline=None)
+@given(perm_task, st.integers(0, 2**31))
+def test_permutation_chain_of_thought_is_right(task, seed):
+    ev = lambda op, xs: f"p{brute_perm(op, xs, task.degree)}"
+    for s in generate(task, 30, seed, "train", 0.2):
+        check_chain(s.tokens, ev)
+
+
+def test_permutation_tokens_follow_the_spec():
+    fam = TaskConfig(ops=["PMUL"], degree=4).family()
+    assert fam.elements[0] == (0, 1, 2, 3)  # p0 is the identity
+    assert fam.elements[1] == (0, 1, 3, 2)  # p1 swaps the last two points
+    assert fam.n_values == 24
+    assert fam.stabiliser == [i for i, p in enumerate(itertools.permutations(range(4))) if p[3] == 3]
+
+
+def test_med_is_upper_median_and_nadd_is_python_mod():
+    fam = TaskConfig(ops=["MED"], modulus=10).family()
+    assert fam.apply("MED", [1, 9, 3, 7]) == 7
+    assert fam.apply("NADD", [1, 5, 2]) == (1 - 5 + 2) % 10 == 8
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 40), st.integers(0, 1000), st.lists(st.integers(0, 1000), min_size=2, max_size=4))
+def test_sadd_is_add_relabelled(n, seed, raw):
+    fam = TaskConfig(ops=["SADD"], modulus=n, sadd_seed=seed).family()
+    xs = [x % n for x in raw]
+    inv = fam.sadd_inverse
+    assert inv[fam.apply("SADD", xs)] == fam.apply("ADD", [int(inv[x]) for x in xs])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.one_of(listops_task, perm_task), st.integers(0, 2**31))
+def test_tokens_survive_encode_and_decode(task, seed):
+    vocab = Vocab(task.family(seed))
+    assert len(set(vocab.tokens)) == len(vocab.tokens)
+    for s in generate(task, 20, seed, "train", 0.2):
+        assert vocab.decode(vocab.encode(s.tokens)) == s.tokens
+        assert len(s.tokens) <= context_length(task)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.one_of(listops_task, perm_task), st.integers(0, 2**31))
+def test_train_and_test_never_share_a_prompt(task, seed):
+    train = {tuple(s.prompt) for s in generate(task, 300, seed, "train", 0.2)}
+    test = [tuple(s.prompt) for s in generate(task, 100, seed + 1, "test", 0.2, unique=True)]
+    assert not train & set(test)
+    assert len(test) == len(set(test))
+    assert all(is_held_out(list(p), 0.2) for p in test)
+
+
+def test_task_data_sizes_and_disjoint_eval_sets():
+    task = TaskConfig(ops=["ADD", "MAX"], modulus=7, max_depth=1)
+    d = build_task_data(task, DataConfig(per_n=50, eval_count=60, eval_train_count=30), seed=3)
+    assert len(d.train) == 50 * 7  # linear in n
+    assert set(d.eval_sets) == {"ADD", "MAX", "mixture"}
+    train_prompts = {tuple(r[: p]) for r, p in zip(d.train.ids.tolist(), d.train.prompt_lengths)}
+    for name, es in d.eval_sets.items():
+        held = {tuple(r[: p]) for r, p in zip(es.ids.tolist(), es.prompt_lengths)}
+        assert not held & train_prompts, name
+    # pure single-op sets hold only their operation
+    add_op = d.vocab.stoi["ADD"]
+    assert (d.eval_sets["ADD"].ids[:, 0] == add_op).all()
+
+
+def test_cli_data_is_deterministic(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for f in (a, b):
+        r = run_cli("data", "--ops", "ADD,MAX", "--modulus", "12", "--count", "300", "--seed", "0", "--out", f)
+        assert r.returncode == 0, r.stderr
+    assert a.read_bytes() == b.read_bytes()
+    rows = [json.loads(line) for line in a.read_text().splitlines()]
+    assert len(rows) == 300
+    assert all(r["prompt"] == r["tokens"][: r["tokens"].index("=") + 1] and r["answer"] == r["tokens"][-2] for r in rows)
+    r = run_cli("data", "--ops", "PMUL", "--degree", "4", "--count", "5", "--out", tmp_path / "p.jsonl")
+    assert r.returncode == 0 and json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])["answer"].startswith("p")

@@ -1,0 +1,83 @@
+import json
+
+import pytest
+
+from jointtask.train.config import load_config
+from jointtask.train.loop import train_run
+from jointtask.fileio import read_jsonl
+
+from .conftest import ROOT, run_cli
+
+MAX5 = ROOT / "configs" / "max-mod5.toml"
+
+
+@pytest.mark.slow
+def test_max_mod5_learns(tmp_path):
+    r = run_cli("train", MAX5, "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["accuracy"]["MAX"] >= 0.9
+    assert json.loads(r.stdout)["accuracy"] == result["accuracy"]
+    for key in ("params", "params_non_embedding", "width", "ops", "steps", "tokens_seen", "train_seconds"):
+        assert key in result
+    assert (tmp_path / "run" / "config.toml").exists() and (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_resume_continues_exactly(tmp_path):
+    overrides = ["task.ops=['ADD','MAX']", "task.modulus=7", "train.steps=40", "train.eval_every=10",
+                 "train.checkpoint_every=10", "train.early_stop=false", "model.width=16", "data.per_n=40",
+                 "data.eval_count=30", "data.eval_train_count=10"]
+    cfg = load_config(MAX5, overrides)
+    full = train_run(cfg, tmp_path / "full", quiet=True)
+    assert train_run(cfg, tmp_path / "part", stop_after=25, quiet=True) is None
+    resumed = train_run(cfg, tmp_path / "part", resume=True, quiet=True)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "part" / "metrics.jsonl"))
+    for key in ("accuracy", "accuracy_train", "final_loss", "tokens_seen", "steps"):
+        assert full[key] == resumed[key]
+
+
+def _assert_clean_error(r, needle):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "task.ops=['FOO']"], "unknown operation 'FOO'"),
+    (["--set", "task.modulus=1"], "modulus must be >= 2"),
+    (["--set", "task.ops=['PMUL']", "--set", "task.degree=1"], "degree"),
+    (["--set", "data.per_n=-3"], "per_n"),
+    (["--set", "model.width=30", "--set", "model.heads=4"], "divisible"),
+    (["--set", "train.stpes=10"], "train.stpes: unknown key"),
+    (["--set", "nonsense"], "key=value"),
+])
+def test_bad_config_values_fail_cleanly(tmp_path, args, needle):
+    out = tmp_path / "run"
+    r = run_cli("train", MAX5, "--out", out, *args)
+    _assert_clean_error(r, needle)
+    assert not out.exists()
+
+
+def test_bad_files_fail_cleanly(tmp_path):
+    _assert_clean_error(run_cli("train", tmp_path / "missing.toml", "--out", tmp_path / "r"), "not found")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[task\nops = 3")
+    _assert_clean_error(run_cli("train", bad, "--out", tmp_path / "r"), "malformed config")
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[modle]\nwidth = 8\n")
+    _assert_clean_error(run_cli("train", typo, "--out", tmp_path / "r"), "modle: unknown key")
+    assert not (tmp_path / "r").exists()
+    _assert_clean_error(run_cli("data", "--ops", "ADD", "--modulus", "1", "--out", tmp_path / "d.jsonl"), "modulus")
+    _assert_clean_error(run_cli("data", "--ops", "ADD", "--modulus", "5", "--count", "-1", "--out", tmp_path / "d.jsonl"), "count")
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_corrupt_checkpoint_fails_cleanly(tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("train", MAX5, "--out", run, "--stop-after", "5", "--quiet", "--set", "train.checkpoint_every=5")
+    assert r.returncode == 0, r.stderr
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    _assert_clean_error(run_cli("train", MAX5, "--out", run, "--resume"), "corrupt checkpoint")
+    assert not (run / "result.json").exists()
