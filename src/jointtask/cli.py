@@ -63,6 +63,74 @@ def train(
         typer.echo(json.dumps(result, indent=2))
 
 
+@app.command()
+def sweep(
+    experiment: Path = typer.Argument(..., help="experiment TOML (see experiments/)"),
+    out: Path = typer.Option(..., help="sweep directory"),
+    backend: str = typer.Option("local", help="local or ray"),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address HOST:PORT (ray backend)"),
+    workers: Optional[int] = typer.Option(None, help="parallel runs (default: one per core)"),
+    set_: List[str] = typer.Option([], "--set", help="override, e.g. --set base.train.steps=100"),
+    adaptive: bool = typer.Option(False, help="locate each transition with an adaptive width search"),
+):
+    """Run (or resume) every run of an experiment; exits 1 if any run failed."""
+    from .sweep.executors import make_executor
+    from .sweep.experiment import load_experiment
+    from .sweep.progress import SweepProgress
+    from .sweep.runner import run_sweep
+
+    exp = load_experiment(experiment, set_)
+    executor = make_executor(backend, workers, address)
+    progress = SweepProgress(getattr(executor, "workers", None) or 1)
+    if adaptive:
+        from .sweep.adaptive import adaptive_sweep
+
+        summary = adaptive_sweep(exp, out, executor, progress)
+    else:
+        summary = run_sweep(exp, out, executor, progress)
+    typer.echo(f"{summary['done']} trained, {summary['skipped']} already done, {summary['failed']} failed", err=True)
+    for rid, msg in summary["failures"]:
+        typer.echo(f"failed: {rid}: {msg}", err=True)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def results(
+    sweep_dir: Path = typer.Argument(...),
+    format: str = typer.Option("csv", help="csv, json or table"),
+):
+    """One row per finished run and target operation."""
+    from .sweep.results import write_results
+
+    df = write_results(sweep_dir)
+    if format == "csv":
+        typer.echo(df.to_csv(index=False), nl=False)
+    elif format == "json":
+        typer.echo(df.to_json(orient="records", indent=1))
+    elif format == "table":
+        typer.echo(df.to_string(index=False))
+    else:
+        raise UserError(f"unknown format {format!r} (csv, json or table)")
+
+
+@app.command()
+def status(sweep_dir: Path = typer.Argument(...), json_: bool = typer.Option(False, "--json")):
+    """Done, running, failed and pending runs of a sweep."""
+    from .sweep.results import status as sweep_status
+
+    s = sweep_status(sweep_dir)
+    if json_:
+        typer.echo(json.dumps(s, indent=1))
+        return
+    typer.echo(f"{s['total']} runs: {s['done']} done, {s['running']} running, {s['interrupted']} interrupted, "
+               f"{s['failed']} failed, {s['pending']} pending" + ("" if s["driver_running"] else " (no sweep driver running)"))
+    for a in s["active"]:
+        typer.echo(f"  {a['state']}: {a['run_id'][:8]} {a['mixture']} width {a['width']} seed {a['seed']} step {a['step']}/{a['steps']}")
+    for f in s["failures"]:
+        typer.echo(f"  failed: {f['run_id'][:8]} {f['error']}")
+
+
 def _validated(model, **kwargs):
     from pydantic import ValidationError
 
@@ -76,7 +144,9 @@ def _validated(model, **kwargs):
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:  # typer.Exit(n) comes back as a return value here
+            sys.exit(rc)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,166 @@
+"""Experiment files: mixtures x widths x seeds over one base run config.
+
+```toml
+name = "smoke"
+[sweep]
+mixtures = ["MAX", "MAX+MIN"]     # each mixture is trained; "+" joins operations
+targets = ["MAX"]                 # ops whose held-out accuracy is tabulated (default: each mixture's ops)
+widths = [8, 16]                  # or {min = 8, max = 256, num = 6} for a log range
+seeds = [0, 1]                    # or an integer n for 0..n-1
+[base]                            # a run config (see configs/); task.ops, model.width and seed are set per run
+task = { modulus = 5, max_depth = 1 }
+train = { steps = 200 }
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+from pydantic import BaseModel, ValidationError, field_validator, model_validator
+
+from ..errors import UserError
+from ..schema import Strict, validation_message
+from ..tasks.families import family_of
+from ..train.config import RunConfig, apply_override, config_from_dict
+
+
+class LogRange(Strict):
+    min: int
+    max: int
+    num: int
+
+
+class TransferSpec(Strict):
+    """Pretrain on `pretrain` for `pretrain_steps`, then train on the sweep's mixtures."""
+
+    pretrain: str
+    pretrain_steps: int
+
+
+class SweepSpec(Strict):
+    mixtures: list[str]
+    targets: Optional[list[str]] = None
+    widths: Union[list[int], LogRange]
+    seeds: Union[list[int], int] = 1
+    transfer: Optional[TransferSpec] = None
+
+    @field_validator("mixtures")
+    @classmethod
+    def _mixtures(cls, v):
+        if not v:
+            raise ValueError("sweep.mixtures is empty")
+        out = []
+        for m in v:
+            ops = [s.strip().upper() for s in m.replace(",", "+").split("+") if s.strip()]
+            family_of(ops)
+            out.append("+".join(ops))
+        return out
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v):
+        return None if v is None else [t.strip().upper() for t in v]
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.targets is not None:
+            family_of(self.targets + self.mixtures[0].split("+"))
+        if not self.width_list() or min(self.width_list()) < 1:
+            raise ValueError("sweep.widths must hold positive widths")
+        if not self.seed_list():
+            raise ValueError("sweep.seeds is empty")
+        return self
+
+    def width_list(self) -> list[int]:
+        if isinstance(self.widths, LogRange):
+            r = self.widths
+            if r.num < 1 or r.min < 1 or r.max < r.min:
+                raise ValueError("sweep.widths range needs 1 <= min <= max and num >= 1")
+            return sorted({int(round(x)) for x in np.geomspace(r.min, r.max, r.num)})
+        return sorted(set(self.widths))
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+class Experiment(BaseModel):
+    name: str
+    sweep: SweepSpec
+    base: dict = {}
+
+    model_config = {"extra": "forbid"}
+
+
+class PlannedRun(BaseModel):
+    run_id: str
+    mixture: str
+    width: int
+    seed: int
+    targets: list[str]
+    config: RunConfig
+    pretrain: Optional["PlannedRun"] = None  # for transfer: the run whose weights start this one
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"experiment file {str(path)!r} not found")
+    try:
+        tree = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"malformed experiment {str(path)!r}: {e}") from None
+    tree.setdefault("name", path.stem)
+    for o in overrides:  # --set base.train.steps=100 or sweep.seeds=3
+        apply_override(tree, o)
+    return experiment_from_dict(tree)
+
+
+def experiment_from_dict(tree: dict) -> Experiment:
+    try:
+        exp = Experiment.model_validate(tree)
+    except ValidationError as e:
+        raise UserError(f"invalid experiment: {validation_message(e)}") from None
+    plan(exp)  # validates every run's config up front
+    return exp
+
+
+def _run_config(exp: Experiment, ops: list[str], width: int, seed: int, targets: list[str],
+                steps: int | None = None) -> RunConfig:
+    tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in exp.base.items()}
+    tree["seed"] = seed
+    tree["task"] = {**tree.get("task", {}), "ops": ops}
+    tree["model"] = {**tree.get("model", {}), "width": width}
+    tree["data"] = {**tree.get("data", {}), "eval_ops": list(dict.fromkeys(targets + ops))}
+    if steps is not None:
+        tree["train"] = {**tree.get("train", {}), "steps": steps, "early_stop": False}
+    try:
+        return config_from_dict(tree)
+    except UserError as e:
+        raise UserError(f"{'+'.join(ops)} width {width} seed {seed}: {e}") from None
+
+
+def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
+    """Every run of the experiment, each named by the hash of its full config."""
+    runs = []
+    s = exp.sweep
+    for mixture in s.mixtures:
+        ops = mixture.split("+")
+        targets = s.targets or ops
+        for width in (widths or s.width_list()):
+            for seed in s.seed_list():
+                cfg = _run_config(exp, ops, width, seed, targets)
+                runs.append(PlannedRun(run_id=cfg.run_id(), mixture=mixture, width=width, seed=seed,
+                                       targets=targets, config=cfg))
+                if s.transfer:  # the same run started from a model pretrained on another mixture
+                    pops = s.transfer.pretrain.replace(",", "+").split("+")
+                    pcfg = _run_config(exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps)
+                    pre = PlannedRun(run_id=pcfg.run_id(), mixture="+".join(pops), width=width, seed=seed,
+                                     targets=targets, config=pcfg)
+                    runs.append(PlannedRun(run_id=f"{cfg.run_id()[:8]}{pre.run_id[:8]}",
+                                           mixture=f"{pre.mixture}>{mixture}", width=width, seed=seed,
+                                           targets=targets, config=cfg, pretrain=pre))
+    return runs

@@ -1,0 +1,74 @@
+"""The results table: one row per finished run and target operation (Parquet and CSV)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..fileio import atomic_write_bytes
+from ..train.loop import RESULT
+from .runner import load_plan, run_progress, run_state
+
+COLUMNS = ["run_id", "mixture", "target_op", "width", "seed", "params", "params_non_embedding", "accuracy",
+           "accuracy_train", "steps", "tokens_seen", "train_seconds", "stop_reason"]
+
+
+def collect(out: str | Path) -> pd.DataFrame:
+    out = Path(out)
+    rows = []
+    for p in load_plan(out):
+        f = out / "runs" / p["run_id"] / RESULT
+        if not f.exists():
+            continue
+        r = json.loads(f.read_text())
+        for op in p["targets"]:
+            if op not in r["accuracy"]:
+                continue
+            rows.append({"run_id": p["run_id"], "mixture": p["mixture"], "target_op": op, "width": p["width"],
+                         "seed": p["seed"], "params": r["params"], "params_non_embedding": r["params_non_embedding"],
+                         "accuracy": r["accuracy"][op], "accuracy_train": r["accuracy_train"].get(op),
+                         "steps": r["steps"], "tokens_seen": r["tokens_seen"], "train_seconds": r["train_seconds"],
+                         "stop_reason": r.get("stop_reason")})
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df.sort_values(["mixture", "target_op", "width", "seed"], kind="stable").reset_index(drop=True)
+
+
+def write_results(out: str | Path) -> pd.DataFrame:
+    df = collect(out)
+    import io
+
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(Path(out) / "results.parquet", buf.getvalue())
+    return df
+
+
+def status(out: str | Path) -> dict:
+    """done / running / failed / pending counts, plus the runs in progress."""
+    import os
+
+    out = Path(out)
+    plan = load_plan(out)
+    driver_alive = False
+    d = out / "driver.json"
+    if d.exists():
+        try:
+            pid = json.loads(d.read_text())["pid"]
+            os.kill(pid, 0)
+            driver_alive = True
+        except (OSError, ValueError, KeyError):
+            pass
+    counts = {"done": 0, "running": 0, "failed": 0, "pending": 0, "interrupted": 0}
+    active, failures = [], []
+    for p in plan:
+        rd = out / "runs" / p["run_id"]
+        s = run_state(rd)
+        if s == "started":
+            s = "running" if driver_alive else "interrupted"
+            active.append({**p, "step": run_progress(rd), "state": s})
+        if s == "failed":
+            failures.append({"run_id": p["run_id"], "error": json.loads((rd / "error.json").read_text())["error"]})
+        counts[s] += 1
+    return {"total": len(plan), **counts, "driver_running": driver_alive, "active": active, "failures": failures}

@@ -1,0 +1,126 @@
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from jointtask.sweep.experiment import load_experiment, plan
+from jointtask.sweep.results import collect, status
+
+from .conftest import ROOT, run_cli
+
+SMOKE = ROOT / "experiments" / "smoke.toml"
+SAME = ["run_id", "mixture", "target_op", "width", "seed", "params", "accuracy", "accuracy_train", "steps", "tokens_seen"]
+
+
+def table(out):
+    df = collect(out)
+    return df[SAME].sort_values(["run_id", "target_op"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted smoke sweep, local backend."""
+    out = tmp_path_factory.mktemp("ref") / "sweep"
+    r = run_cli("sweep", SMOKE, "--out", out, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_smoke_sweep_table_and_cli(reference):
+    r = run_cli("results", reference, "--format", "csv")
+    assert r.returncode == 0
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("run_id,mixture,target_op,width,seed,params")
+    assert len(lines) == 1 + 8  # 2 mixtures x 2 widths x 2 seeds, one target
+    df = pd.read_parquet(reference / "results.parquet")
+    assert len(df) == 8 and df.run_id.is_unique
+    s = run_cli("status", reference)
+    assert "8 runs: 8 done" in s.stdout
+    # a second start trains nothing
+    again = run_cli("sweep", SMOKE, "--out", reference)
+    assert again.returncode == 0 and "0 trained, 8 already done" in again.stderr
+
+
+def test_sigkill_part_way_then_resume(tmp_path, reference):
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "jointtask.cli", "sweep", str(SMOKE), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    # kill once some runs are finished and others are part-way (a checkpoint but no result)
+    while time.time() < deadline:
+        runs = list((out / "runs").glob("*")) if (out / "runs").exists() else []
+        done = [r for r in runs if (r / "result.json").exists()]
+        partial = [r for r in runs if (r / "checkpoint.pt").exists() and not (r / "result.json").exists()]
+        if done and partial:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, all at once
+    proc.wait()
+    assert proc.poll() is not None
+    finished_before = sum((r / "result.json").exists() for r in (out / "runs").glob("*"))
+    assert 0 < finished_before < 8
+    r = run_cli("sweep", SMOKE, "--out", out, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert f"{8 - finished_before} trained, {finished_before} already done" in r.stderr
+    pd.testing.assert_frame_equal(table(out), table(reference))
+
+
+def test_one_failing_run_is_reported_and_others_finish(tmp_path):
+    out = tmp_path / "sweep"
+    runs = plan(load_experiment(SMOKE))
+    bad = runs[3]
+    run_dir = out / "runs" / bad.run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.toml").write_text(bad.config.to_toml())
+    (run_dir / "checkpoint.pt").write_bytes(b"\x00garbage")  # a corrupt checkpoint: resuming it raises
+    r = run_cli("sweep", SMOKE, "--out", out, "--workers", "2")
+    assert r.returncode == 1
+    assert "7 trained, 0 already done, 1 failed" in r.stderr
+    assert f"failed: {bad.run_id}: corrupt checkpoint" in r.stderr
+    s = status(out)
+    assert s["done"] == 7 and s["failed"] == 1 and s["failures"][0]["run_id"] == bad.run_id
+    assert len(collect(out)) == 7
+
+
+def test_bad_experiment_fails_cleanly(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[sweep]\nmixtures = ["ADD+FOO"]\nwidths = [8]\n')
+    r = run_cli("sweep", bad, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "unknown operation 'FOO'" in r.stderr and "Traceback" not in r.stderr
+    bad.write_text('[sweep]\nmixtures = ["ADD"]\nwidths = [8]\nwidht = 3\n[base.task]\nmodulus = 5\n')
+    r = run_cli("sweep", bad, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "widht" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ray_cluster_on_loopback_gives_the_same_table(tmp_path, reference):
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray is None:
+        pytest.fail("ray is not installed; scripts/setup.sh installs it")
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    port = _free_port()
+    start = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                            "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        out = tmp_path / "sweep"
+        r = run_cli("sweep", SMOKE, "--out", out, "--backend", "ray", "--address", f"127.0.0.1:{port}", env=env)
+        assert r.returncode == 0, r.stderr[-3000:]
+        pd.testing.assert_frame_equal(table(out), table(reference))
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
