@@ -131,6 +131,45 @@ def status(sweep_dir: Path = typer.Argument(...), json_: bool = typer.Option(Fal
         typer.echo(f"  failed: {f['run_id'][:8]} {f['error']}")
 
 
+@app.command()
+def transition(
+    points: Path = typer.Argument(..., help="CSV with columns params,accuracy[,seed]"),
+    n_boot: int = typer.Option(1000, help="bootstrap replicates"),
+    frac: float = typer.Option(0.8, help="P* is where the fit reaches frac x its asymptote"),
+):
+    """Fit a learning transition to (params, accuracy) points; prints JSON."""
+    import pandas as pd
+
+    from .analysis.transition import fit_transition
+
+    if not points.is_file():
+        raise UserError(f"points file {str(points)!r} not found")
+    try:
+        df = pd.read_csv(points)
+    except Exception as e:
+        raise UserError(f"cannot read {str(points)!r} as CSV: {e}") from None
+    missing = {"params", "accuracy"} - set(df.columns)
+    if missing:
+        raise UserError(f"{str(points)!r} lacks column(s) {', '.join(sorted(missing))}")
+    if len(df) < 4 or df.params.nunique() < 2:
+        raise UserError("need at least 4 points at 2 or more sizes")
+    t = fit_transition(df.params, df.accuracy, df.seed if "seed" in df else None, n_boot=n_boot, frac=frac)
+    typer.echo(json.dumps(t.to_dict(), indent=2))
+
+
+@app.command()
+def analyze(
+    sweep_dir: Path = typer.Argument(...),
+    n_boot: int = typer.Option(500, help="bootstrap replicates per transition"),
+    width: Optional[int] = typer.Option(None, help="width of the runs used for embeddings and ablations"),
+):
+    """Write SWEEP_DIR/report/index.html with figures and CSV tables."""
+    from .report import write_report
+
+    path = write_report(sweep_dir, n_boot=n_boot, width=width)
+    typer.echo(str(path))
+
+
 def _validated(model, **kwargs):
     from pydantic import ValidationError
 

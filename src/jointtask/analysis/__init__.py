@@ -1,0 +1,1 @@
+"""Analysis: learning transitions, joint-benefit ratios, embedding structure, ablations."""

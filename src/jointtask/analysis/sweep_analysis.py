@@ -1,0 +1,131 @@
+"""Turn a finished sweep directory into tables: transitions, ratios, embeddings, ablations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..sweep.results import collect, load_plan
+from ..tasks.dataset import build_task_data
+from ..train.config import load_config
+from ..train.loop import CHECKPOINT, build_model, load_checkpoint
+from .ablation import ablation_table
+from .embeddings import embedding_structure, number_embeddings
+from .transition import fit_transition, joint_benefit
+
+
+def transitions(df: pd.DataFrame, n_boot: int = 500) -> tuple[pd.DataFrame, dict]:
+    rows, fits = [], {}
+    for (mixture, op), g in df.groupby(["mixture", "target_op"], sort=True):
+        if g.params.nunique() < 2:
+            continue
+        t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=n_boot)
+        fits[(mixture, op)] = t
+        rows.append({"mixture": mixture, "target_op": op, **t.to_dict(),
+                     "n_runs": len(g), "widths": ",".join(map(str, sorted(g.width.unique())))})
+    cols = ["mixture", "target_op", "p_star", "ci_low", "ci_high", "censored", "bound", "lo", "hi", "p0", "w",
+            "p_min", "p_max", "n_points", "n_seeds", "n_runs", "widths"]
+    return pd.DataFrame(rows, columns=cols), fits
+
+
+def baseline_of(op: str, mixtures: list[str]) -> str | None:
+    """The target trained alone, if the sweep has it."""
+    return op if op in mixtures else None
+
+
+def ratios(fits: dict) -> pd.DataFrame:
+    rows = []
+    mixtures = sorted({m for m, _ in fits})
+    for (mixture, op), t in sorted(fits.items()):
+        base = baseline_of(op, mixtures)
+        if base is None or base == mixture or (base, op) not in fits:
+            continue
+        r = joint_benefit(fits[(base, op)], t)
+        rows.append({"target_op": op, "baseline_mixture": base, "mixture": mixture, **r})
+    return pd.DataFrame(rows, columns=["target_op", "baseline_mixture", "mixture", "ratio", "kind", "ci_low",
+                                       "ci_high", "verdict"])
+
+
+def load_run(run_dir: Path):
+    cfg = load_config(run_dir / "config.toml")
+    data = build_task_data(cfg.task, cfg.data, cfg.seed)
+    model = build_model(cfg, len(data.vocab))
+    model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
+    return cfg, data, model.eval()
+
+
+def representative_runs(out: Path, df: pd.DataFrame, width: int | None = None) -> dict[str, dict]:
+    """One run per mixture for embedding and ablation analyses: the given width (default: the
+    largest width swept by every mixture), lowest seed."""
+    plan = pd.DataFrame(load_plan(out))
+    done = plan[plan.run_id.isin(df.run_id)]
+    if done.empty:
+        return {}
+    if width is None:
+        common = set.intersection(*(set(g.width) for _, g in done.groupby("mixture")))
+        width = max(common) if common else int(done.width.max())
+    out_runs = {}
+    for mixture, g in done.groupby("mixture"):
+        g = g[g.width == width] if (g.width == width).any() else g[g.width == g.width.max()]
+        row = g.sort_values("seed").iloc[0]
+        out_runs[mixture] = {"run_id": row.run_id, "width": int(row.width), "seed": int(row.seed),
+                             "targets": list(row.targets)}
+    return out_runs
+
+
+def embeddings_for(out: Path, reps: dict, n_perm: int = 999) -> dict:
+    res = {}
+    for mixture, r in reps.items():
+        cfg, data, model = load_run(out / "runs" / r["run_id"])
+        res[mixture] = {**r, **embedding_structure(number_embeddings(model, data.vocab), data.vocab.family,
+                                                   n_perm=n_perm)}
+    return res
+
+
+def embedding_table(emb: dict) -> pd.DataFrame:
+    rows = []
+    for mixture, e in emb.items():
+        for label, s in e["separation"].items():
+            rows.append({"mixture": mixture, "width": e["width"], "seed": e["seed"], "labelling": label,
+                         "separation": s["score"], "p_value": s["p_value"], "ordering_pc1": e["ordering"],
+                         "pc_variance": ",".join(f"{v:.2f}" for v in e["explained_variance"])})
+    return pd.DataFrame(rows)
+
+
+def ablations_for(out: Path, reps: dict) -> pd.DataFrame:
+    rows = []
+    for mixture, r in reps.items():
+        cfg, data, model = load_run(out / "runs" / r["run_id"])
+        for op in r["targets"]:
+            if op in data.eval_sets:
+                for row in ablation_table(model, data.eval_sets[op], data.vocab):
+                    rows.append({"mixture": mixture, "target_op": op, "width": r["width"], **row})
+    return pd.DataFrame(rows)
+
+
+def transfer_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy against width for transferred runs ('A>B') beside B from scratch."""
+    tr = df[df.mixture.str.contains(">")]
+    if tr.empty:
+        return tr
+    scratch = {m.split(">")[1] for m in tr.mixture}
+    both = df[df.mixture.isin(set(tr.mixture) | scratch)]
+    return both.groupby(["mixture", "target_op", "width"], as_index=False).agg(
+        accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), n=("accuracy", "size"))
+
+
+def analyze_sweep(out: str | Path, n_boot: int = 500, n_perm: int = 999, width: int | None = None,
+                  ablate: bool = True) -> dict:
+    out = Path(out)
+    df = collect(out)
+    trans, fits = transitions(df, n_boot)
+    reps = representative_runs(out, df, width)
+    emb = embeddings_for(out, reps, n_perm) if reps else {}
+    return {"results": df, "transitions": trans, "fits": fits, "ratios": ratios(fits),
+            "embeddings": emb, "embedding_table": embedding_table(emb),
+            "ablations": ablations_for(out, reps) if (ablate and reps) else pd.DataFrame(),
+            "transfer": transfer_curves(df),
+            "experiment": json.loads((out / "experiment.json").read_text()) if (out / "experiment.json").exists() else {}}
