@@ -170,6 +170,40 @@ def analyze(
     typer.echo(str(path))
 
 
+@app.command()
+def reproduce(
+    preset: str = typer.Argument("quick", help="packaged preset: quick"),
+    out: Path = typer.Option(..., help="sweep directory (report in OUT/report/)"),
+    workers: Optional[int] = typer.Option(None),
+    backend: str = typer.Option("local"),
+    address: Optional[str] = typer.Option(None),
+    set_: List[str] = typer.Option([], "--set", help="override, e.g. --set sweep.seeds=5"),
+):
+    """Run a packaged reproduction and write its report with a verdict per claim."""
+    from .reproduce import reproduce as run_preset
+
+    res = run_preset(preset, out, workers, backend, address, set_)
+    for v in res["verdicts"]:
+        typer.echo(f"{v['claim']}: {v['verdict']} -- {v['ours']}")
+    typer.echo(f"report: {res['report']} ({res['seconds']:.0f} s)")
+    if res["summary"]["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    out: Path = typer.Option(..., help="JSON file to write"),
+    quick: bool = typer.Option(False, help="short measurements (about a minute)"),
+):
+    """Training throughput: jointtask's trainer against a naive eager loop, and the share of FP32 peak."""
+    from .bench import write_bench
+
+    res = write_bench(out, quick)
+    for w, r in res["widths"].items():
+        typer.echo(f"width {w:>4}: ours {r['ours_tok_s']:>9.0f} tok/s, naive {r['naive_tok_s']:>9.0f} tok/s, "
+                   f"ratio {r['ratio']:.2f}, {r['peak_fraction']:.1%} of peak")
+
+
 def _validated(model, **kwargs):
     from pydantic import ValidationError
 

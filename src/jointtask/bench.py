@@ -1,0 +1,130 @@
+"""`jointtask bench`: training throughput of jointtask's trainer against a naive baseline, and
+the fraction of this core's FP32 peak, all measured in the same process on one thread.
+
+naive: a plain eager PyTorch loop over the same architecture (the package's model class, whose
+attention is F.scaled_dot_product_attention), AdamW, batch 64 of packed 128-token windows cut
+from the concatenated training samples, loss on every token.
+ours: the package's training step (whole examples padded per batch, loss and output head only
+on the tokens after the first '=', batch 256), as `jointtask train` runs it.
+Tokens/s counts input tokens that are not padding. FLOPs per token: 6 x (weights applied per
+token, with the block counted once per pass) + 6 x passes x context x width for attention.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .fileio import atomic_write_json
+from .model import LoopedTransformer, ModelConfig
+from .tasks.dataset import build_task_data, context_length
+from .tasks.spec import DataConfig, TaskConfig
+from .train.config import RunConfig
+from .train.loop import batch_indices, loss_on_batch, make_batch, make_optimizer
+
+
+def peak_flops(seconds: float = 1.0, n: int = 512) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - t0)
+
+
+def flops_per_token(model: LoopedTransformer, context: float) -> float:
+    cfg = model.cfg
+    d = cfg.width
+    block = sum(p.numel() for p in model.blocks.parameters()) / cfg.blocks
+    applied = cfg.recurrence * cfg.blocks * block + d * model.vocab_size
+    return 6 * applied + 6 * cfg.recurrence * cfg.blocks * context * d
+
+
+def _time_steps(step, seconds: float) -> tuple[float, int]:
+    for _ in range(3):
+        step()
+    tokens, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        tokens += step()
+    return time.perf_counter() - t0, tokens
+
+
+def bench_width(width: int, task: TaskConfig, data, seconds: float) -> dict:
+    vocab = len(data.vocab)
+    # naive: packed windows of 128 tokens, batch 64, loss everywhere
+    stream = np.concatenate([row[:n] for row, n in zip(data.train.ids, data.train.lengths)])
+    torch.manual_seed(0)
+    naive = LoopedTransformer(ModelConfig(width=width), vocab, 129)
+    opt = torch.optim.AdamW(naive.parameters(), lr=5e-4)
+    rng = np.random.default_rng(0)
+
+    def naive_step():
+        starts = rng.integers(0, len(stream) - 129, size=64)
+        chunk = torch.from_numpy(np.stack([stream[s: s + 129] for s in starts]))
+        logits = naive(chunk[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, vocab), chunk[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(naive.parameters(), 1.0)
+        opt.step()
+        return 64 * 128
+
+    t_naive, tok_naive = _time_steps(naive_step, seconds)
+    # ours: the trainer's own step
+    cfg = RunConfig(task=task, model=ModelConfig(width=width))
+    torch.manual_seed(0)
+    ours = LoopedTransformer(cfg.model, vocab, context_length(task))
+    opt2 = make_optimizer(ours, cfg)
+    state = {"step": 0}
+    avg_len = []
+
+    def our_step():
+        b = make_batch(data.train, batch_indices(0, state["step"], len(data.train), cfg.train.batch_size), "answer", "cpu")
+        state["step"] += 1
+        avg_len.append(b.inputs.shape[1])
+        loss = loss_on_batch(ours, b)
+        opt2.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
+        opt2.step()
+        return b.n_tokens
+
+    t_ours, tok_ours = _time_steps(our_step, seconds)
+    ours_tok_s, naive_tok_s = tok_ours / t_ours, tok_naive / t_naive
+    return {"ours_tok_s": ours_tok_s, "naive_tok_s": naive_tok_s, "ratio": ours_tok_s / naive_tok_s,
+            "ours_flops": ours_tok_s * flops_per_token(ours, float(np.mean(avg_len)) / 2),
+            "naive_flops": naive_tok_s * flops_per_token(naive, 64.0)}
+
+
+def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
+    torch.set_num_threads(1)
+    seconds = 3.0 if quick else 15.0
+    task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=10, max_depth=2)
+    data = build_task_data(task, DataConfig(per_n=500, eval_count=0, eval_train_count=0), 0)
+    peak = peak_flops(2.0 if quick else 5.0)
+    out = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                       "torch": torch.__version__, "threads": 1},
+           "task": "ADD+MAX+MED mod 10, depth 2", "seconds_per_measurement": seconds, "peak_flops": peak,
+           "widths": {}}
+    for w in widths:
+        r = bench_width(w, task, data, seconds)
+        r["peak_fraction"] = r.pop("ours_flops") / peak
+        r["naive_peak_fraction"] = r.pop("naive_flops") / peak
+        out["widths"][str(w)] = r
+    return out
+
+
+def write_bench(path, quick: bool = False) -> dict:
+    res = run_bench(quick)
+    atomic_write_json(path, res)
+    return res
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_bench(quick=True), indent=1))

@@ -1,0 +1,68 @@
+"""The report renders from a tiny finished sweep, with every figure and table present."""
+
+import pandas as pd
+import pytest
+
+from jointtask.sweep.adaptive import adaptive_sweep
+from jointtask.sweep.executors import LocalExecutor
+from jointtask.sweep.experiment import experiment_from_dict
+from jointtask.sweep.results import collect
+from jointtask.sweep.runner import run_sweep
+from jointtask.report import write_report
+
+TINY = {
+    "name": "tiny",
+    "sweep": {"mixtures": ["MAX", "MAX+MIN"], "targets": ["MAX"], "widths": [4, 8, 16], "seeds": [0, 1]},
+    "base": {"task": {"modulus": 6, "max_depth": 1},
+             "data": {"per_n": 60, "eval_count": 40, "eval_train_count": 20},
+             "train": {"steps": 60, "batch_size": 32, "lr": 3e-3, "eval_every": 30, "checkpoint_every": 30}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny") / "sweep"
+    exp = experiment_from_dict(TINY)
+    s = run_sweep(exp, out, LocalExecutor(2))
+    assert s["failed"] == 0
+    return out
+
+
+def test_report_has_every_figure_and_table(tiny_sweep):
+    index = write_report(tiny_sweep, n_boot=30, n_perm=49)
+    rep = tiny_sweep / "report"
+    html = index.read_text()
+    for name in ("accuracy_MAX.png", "embedding_pca.png", "embedding_similarity.png", "ablation.png"):
+        assert (rep / name).stat().st_size > 1000, name
+    assert html.count("data:image/png;base64,") >= 4  # self-contained
+    t = pd.read_csv(rep / "transitions.csv")
+    assert {"mixture", "target_op", "p_star", "ci_low", "ci_high", "censored"} <= set(t.columns)
+    assert set(t.mixture) == {"MAX", "MAX+MIN"}
+    r = pd.read_csv(rep / "ratios.csv")
+    assert {"target_op", "baseline_mixture", "mixture", "ratio", "ci_low", "ci_high"} <= set(r.columns)
+    assert list(r.mixture) == ["MAX+MIN"] and list(r.baseline_mixture) == ["MAX"]
+    ab = pd.read_csv(rep / "ablations.csv")
+    assert set(ab.sublayer) == {"attn", "mlp"} and set(ab["mode"]) == {"zero", "mean"}
+    assert "P* [95% CI]" in html and "Separation score" in html
+
+
+def test_transfer_experiment_starts_from_pretrained_weights(tmp_path):
+    exp = experiment_from_dict({**TINY, "sweep": {"mixtures": ["MIN"], "widths": [8], "seeds": [0],
+                                                  "transfer": {"pretrain": "MAX", "pretrain_steps": 40}}})
+    s = run_sweep(exp, tmp_path / "t", LocalExecutor(1))
+    assert s["failed"] == 0 and s["done"] == 2
+    df = collect(tmp_path / "t")
+    assert set(df.mixture) == {"MIN", "MAX>MIN"}
+    runs = list((tmp_path / "t" / "runs").iterdir())
+    assert len(runs) == 3  # scratch, pretraining, and the transferred run
+    write_report(tmp_path / "t", n_boot=10, n_perm=19)
+    assert (tmp_path / "t" / "report" / "transfer.png").stat().st_size > 1000
+
+
+def test_adaptive_search_runs_fewer_widths(tmp_path):
+    exp = experiment_from_dict({**TINY, "sweep": {**TINY["sweep"], "mixtures": ["MAX"],
+                                                  "widths": {"min": 2, "max": 32, "num": 9}}})
+    s = adaptive_sweep(exp, tmp_path / "a", LocalExecutor(2))
+    assert s["failed"] == 0
+    widths = set(collect(tmp_path / "a").width)
+    assert {2, 32} <= widths and len(widths) <= 4 < len(exp.sweep.width_list())
