@@ -72,6 +72,7 @@ def sweep(
     workers: Optional[int] = typer.Option(None, help="parallel runs (default: one per core)"),
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set base.train.steps=100"),
     adaptive: bool = typer.Option(False, help="locate each transition with an adaptive width search"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (sets base.train.device)"),
 ):
     """Run (or resume) every run of an experiment; exits 1 if any run failed."""
     from .sweep.executors import make_executor
@@ -79,7 +80,7 @@ def sweep(
     from .sweep.progress import SweepProgress
     from .sweep.runner import run_sweep
 
-    exp = load_experiment(experiment, set_)
+    exp = load_experiment(experiment, [*set_, *([f"base.train.device='{device}'"] if device else [])])
     executor = make_executor(backend, workers, address)
     progress = SweepProgress(getattr(executor, "workers", None) or 1)
     if adaptive:
@@ -178,11 +179,12 @@ def reproduce(
     backend: str = typer.Option("local"),
     address: Optional[str] = typer.Option(None),
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set sweep.seeds=5"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (sets base.train.device)"),
 ):
     """Run a packaged reproduction and write its report with a verdict per claim."""
     from .reproduce import reproduce as run_preset
 
-    res = run_preset(preset, out, workers, backend, address, set_)
+    res = run_preset(preset, out, workers, backend, address, [*set_, *([f"base.train.device='{device}'"] if device else [])])
     for v in res["verdicts"]:
         typer.echo(f"{v['claim']}: {v['verdict']} -- {v['ours']}")
     typer.echo(f"report: {res['report']} ({res['seconds']:.0f} s)")
