@@ -4,8 +4,9 @@ the fraction of this core's FP32 peak, all measured in the same process on one t
 naive: a plain eager PyTorch loop over the same architecture (the package's model class, whose
 attention is F.scaled_dot_product_attention), AdamW, batch 64 of packed 128-token windows cut
 from the concatenated training samples, loss on every token.
-ours: the package's training step (whole examples padded per batch, loss and output head only
-on the tokens after the first '=', batch 256), as `jointtask train` runs it.
+ours: the package's training step (whole examples, packed into 64-token rows with a block-diagonal
+causal mask when padding would waste over a third of the batch, loss and output head only on the
+tokens after the first '=', batch 256), as `jointtask train` runs it.
 Tokens/s counts input tokens that are not padding. FLOPs per token: 6 x (weights applied per
 token, with the block counted once per pass) + 6 x passes x context x width for attention.
 """
@@ -85,7 +86,8 @@ def bench_width(width: int, task: TaskConfig, data, seconds: float) -> dict:
     avg_len = []
 
     def our_step():
-        b = make_batch(data.train, batch_indices(0, state["step"], len(data.train), cfg.train.batch_size), "answer", "cpu")
+        b = make_batch(data.train, batch_indices(0, state["step"], len(data.train), cfg.train.batch_size), "answer", "cpu",
+                       cfg.train.pack)
         state["step"] += 1
         avg_len.append(b.inputs.shape[1])
         loss = loss_on_batch(ours, b)

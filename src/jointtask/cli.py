@@ -137,6 +137,7 @@ def transition(
     points: Path = typer.Argument(..., help="CSV with columns params,accuracy[,seed]"),
     n_boot: int = typer.Option(1000, help="bootstrap replicates"),
     frac: float = typer.Option(0.8, help="P* is where the fit reaches frac x its asymptote"),
+    learned_floor: float = typer.Option(0.8, help="an asymptote below this means no transition"),
 ):
     """Fit a learning transition to (params, accuracy) points; prints JSON."""
     import pandas as pd
@@ -154,7 +155,8 @@ def transition(
         raise UserError(f"{str(points)!r} lacks column(s) {', '.join(sorted(missing))}")
     if len(df) < 4 or df.params.nunique() < 2:
         raise UserError("need at least 4 points at 2 or more sizes")
-    t = fit_transition(df.params, df.accuracy, df.seed if "seed" in df else None, n_boot=n_boot, frac=frac)
+    t = fit_transition(df.params, df.accuracy, df.seed if "seed" in df else None, n_boot=n_boot, frac=frac,
+                       learned_floor=learned_floor)
     typer.echo(json.dumps(t.to_dict(), indent=2))
 
 

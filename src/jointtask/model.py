@@ -69,11 +69,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
         self.proj = nn.Linear(cfg.width, cfg.width)
 
-    def forward(self, x):
+    def forward(self, x, attn_mask=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         # Right padding needs no extra mask: causal attention never looks at later positions.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        # Packed rows pass a block-diagonal causal mask so examples never see each other.
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -132,18 +136,21 @@ class LoopedTransformer(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
-    def residual(self, idx: torch.Tensor) -> torch.Tensor:
-        """The final residual stream after LayerNorm, [B, T, width]."""
+    def residual(self, idx: torch.Tensor, pos: torch.Tensor | None = None,
+                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final residual stream after LayerNorm, [B, T, width]. `pos` (positions, [B, T])
+        and `attn_mask` ([B, 1, T, T], True = may attend) serve rows packed with several examples."""
         T = idx.shape[1]
-        if T > self.max_len:
-            raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.max_len}")
-        pos = torch.arange(T, device=idx.device)
+        if pos is None:
+            if T > self.max_len:
+                raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.max_len}")
+            pos = torch.arange(T, device=idx.device)
         x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
         p = 0
         for _ in range(self.cfg.recurrence):
             for block in self.blocks:
                 hooks = self.passes[p]
-                x = x + hooks.hook_attn_out(block.attn(block.ln_attn(x)))
+                x = x + hooks.hook_attn_out(block.attn(block.ln_attn(x), attn_mask))
                 x = x + hooks.hook_mlp_out(block.mlp(block.ln_mlp(x)))
                 x = hooks.hook_resid_post(x)
                 p += 1

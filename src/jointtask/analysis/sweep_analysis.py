@@ -20,7 +20,7 @@ from .transition import fit_transition, joint_benefit
 def transitions(df: pd.DataFrame, n_boot: int = 500) -> tuple[pd.DataFrame, dict]:
     rows, fits = [], {}
     for (mixture, op), g in df.groupby(["mixture", "target_op"], sort=True):
-        if g.params.nunique() < 2:
+        if op not in trained_ops(mixture) or g.params.nunique() < 2:
             continue
         t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=n_boot)
         fits[(mixture, op)] = t
@@ -29,6 +29,11 @@ def transitions(df: pd.DataFrame, n_boot: int = 500) -> tuple[pd.DataFrame, dict
     cols = ["mixture", "target_op", "p_star", "ci_low", "ci_high", "censored", "bound", "lo", "hi", "p0", "w",
             "p_min", "p_max", "n_points", "n_seeds", "n_runs", "widths"]
     return pd.DataFrame(rows, columns=cols), fits
+
+
+def trained_ops(mixture: str) -> list[str]:
+    """The ops a mixture's runs finish training on ('A>B': pretrained on A, then B)."""
+    return mixture.split(">")[-1].split("+")
 
 
 def baseline_of(op: str, mixtures: list[str]) -> str | None:

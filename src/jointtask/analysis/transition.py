@@ -6,7 +6,7 @@ curve_fit) with starting values and bounds taken from the data.
 Definitions (ours where the paper is silent; each is a documented argument):
 - P* is the smallest P at which the fitted curve reaches `frac` (default 0.8) of its asymptote hi.
 - Censoring: the curve is "above" (no transition up to the largest size swept) when its
-  asymptote hi is below `learned_floor` (default 0.5: it never learns) or it has not reached
+  asymptote hi is below `learned_floor` (default 0.8: it is never reliably learned) or it has not reached
   frac*hi at the largest size; "below" when it is already there at the smallest size. A censored
   P* is reported as a bound (the largest or smallest size), never as a value.
 - Confidence interval: percentile bootstrap. With 3 or more seeds the seeds are resampled
@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
 FRAC = 0.8
-LEARNED_FLOOR = 0.5
+LEARNED_FLOOR = 0.8
 
 
 def logistic(logp, lo, hi, logp0, w):

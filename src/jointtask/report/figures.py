@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..analysis.sweep_analysis import trained_ops  # noqa: E402
 from ..analysis.transition import FRAC, LEARNED_FLOOR, logistic  # noqa: E402
 
 DEF_NOTE = (f"fit: logistic in log P; P* = smallest P where the fit reaches {FRAC:.0%} of its asymptote "
@@ -23,7 +24,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def accuracy_vs_params(df, fits, op: str, path: Path) -> Path:
-    g = df[df.target_op == op]
+    g = df[(df.target_op == op) & df.mixture.map(lambda m: op in trained_ops(m))]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     colors = plt.cm.tab10.colors
     for i, (mixture, m) in enumerate(sorted(g.groupby("mixture"), key=lambda t: t[0])):

@@ -29,6 +29,11 @@ class TrainConfig(Strict):
     beta2: float = 0.98
     grad_clip: float = 1.0
     loss_on: Literal["answer", "all"] = "answer"  # answer: tokens after the first '=' only
+    # examples: each example padded on its own; windows: the naive baseline, `batch_size`
+    # windows of `window` tokens cut from the concatenated samples (loss_on must be "all")
+    packing: Literal["examples", "windows"] = "examples"
+    pack: int = 64  # examples: pack them into rows of this many tokens when padding would waste >1/3; 0: never
+    window: int = 128
     eval_every: int = 500
     checkpoint_every: int = 500
     early_stop: bool = True  # stop once every target op is at `ceiling` held-out accuracy
@@ -48,6 +53,8 @@ class TrainConfig(Strict):
                 raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
+        if self.packing == "windows" and self.loss_on != "all":
+            raise ValueError("train.packing = 'windows' needs train.loss_on = 'all'")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         return self

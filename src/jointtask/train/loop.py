@@ -54,30 +54,81 @@ class Batch:
     targets: torch.Tensor  # [K] the tokens to predict
     positions: torch.Tensor  # [K] flat indices into B*T where the loss is taken
     n_tokens: int  # tokens processed (non-padding inputs)
+    pos: torch.Tensor | None = None  # [B, T] position of each token within its example (packed rows)
+    attn_mask: torch.Tensor | None = None  # [B, 1, T, T] block-diagonal causal mask (packed rows)
 
 
-def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device) -> Batch:
-    lengths = train.lengths[idx]
-    T = int(lengths.max())
-    ids = torch.from_numpy(train.ids[idx, :T])
-    inputs, nxt = ids[:, :-1], ids[:, 1:]
-    pos = torch.arange(T - 1)
-    # position t predicts token t+1; 'answer' keeps the chain of thought, the answer and <eos>
-    first = torch.from_numpy(train.prompt_lengths[idx] - 1 if loss_on == "answer" else np.zeros_like(lengths))
-    mask = (pos[None, :] >= first[:, None]) & (pos[None, :] < torch.from_numpy(lengths - 1)[:, None])
-    flat = mask.reshape(-1).nonzero().squeeze(1)
-    return Batch(inputs.to(device), nxt.reshape(-1)[flat].to(device), flat.to(device), int((lengths - 1).sum()))
+def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: int = 0) -> Batch:
+    """Whole examples. With `pack` > 0 they are packed first-fit into rows of `pack` tokens with
+    a block-diagonal causal mask and positions restarting at each example: the same computation
+    per example as padding each on its own, without most of the padding."""
+    lengths = train.lengths[idx] - 1  # inputs: every token but the last
+    starts = train.prompt_lengths[idx] - 1 if loss_on == "answer" else np.zeros_like(lengths)
+    # packing pays when padding would waste over a third of the batch (measured: docs/performance.md)
+    if pack <= 0 or lengths.sum() > 0.67 * len(lengths) * lengths.max():
+        T = int(lengths.max())
+        ids = torch.from_numpy(train.ids[idx, : T + 1])
+        pos = torch.arange(T)
+        mask = (pos[None, :] >= torch.from_numpy(starts)[:, None]) & (pos[None, :] < torch.from_numpy(lengths)[:, None])
+        flat = mask.reshape(-1).nonzero().squeeze(1)
+        return Batch(ids[:, :-1].to(device), ids[:, 1:].reshape(-1)[flat].to(device), flat.to(device), int(lengths.sum()))
+    width = max(pack, int(lengths.max()))
+    rows, fill = [], []  # first fit, in sampling order
+    for j, n in enumerate(lengths):
+        for r, used in enumerate(fill):
+            if used + n <= width:
+                rows[r].append(j)
+                fill[r] += n
+                break
+        else:
+            rows.append([j])
+            fill.append(int(n))
+    B = len(rows)
+    inputs = np.zeros((B, width), np.int64)
+    nxt = np.zeros((B, width), np.int64)
+    pos = np.zeros((B, width), np.int64)
+    seg = np.full((B, width), -1, np.int64)
+    lossmask = np.zeros((B, width), bool)
+    for r, members in enumerate(rows):
+        o = 0
+        for j in members:
+            n, i = int(lengths[j]), idx[j]
+            inputs[r, o: o + n] = train.ids[i, :n]
+            nxt[r, o: o + n] = train.ids[i, 1: n + 1]
+            pos[r, o: o + n] = np.arange(n)
+            seg[r, o: o + n] = j
+            lossmask[r, o + starts[j]: o + n] = True
+            o += n
+    seg_t = torch.from_numpy(seg)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    attn = (seg_t[:, :, None] == seg_t[:, None, :]) & causal
+    attn |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (never in the loss)
+    flat = torch.from_numpy(lossmask.reshape(-1)).nonzero().squeeze(1)
+    return Batch(torch.from_numpy(inputs).to(device), torch.from_numpy(nxt).reshape(-1)[flat].to(device), flat.to(device),
+                 int(lengths.sum()), torch.from_numpy(pos).to(device), attn[:, None].to(device))
+
+
+def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int, window: int, device) -> Batch:
+    """The naive baseline's batch: windows of `window` + 1 tokens at random offsets of the
+    concatenated training samples; every position predicts the next token."""
+    starts = np.random.default_rng([seed, 7, step]).integers(0, len(stream) - window - 1, size=batch_size)
+    chunk = torch.from_numpy(np.stack([stream[s: s + window + 1] for s in starts]))
+    n = batch_size * window
+    return Batch(chunk[:, :-1].to(device), chunk[:, 1:].reshape(-1).to(device), torch.arange(n, device=device), n)
 
 
 def loss_on_batch(model, b: Batch) -> torch.Tensor:
-    h = model.residual(b.inputs)
+    h = model.residual(b.inputs, b.pos, b.attn_mask)
     h = h.reshape(-1, h.shape[-1]).index_select(0, b.positions)  # the head only where the loss is
     return F.cross_entropy(model.head(h), b.targets)
 
 
 def build_model(cfg: RunConfig, vocab_size: int) -> LoopedTransformer:
     torch.manual_seed(cfg.seed)
-    return LoopedTransformer(cfg.model, vocab_size, context_length(cfg.task))
+    ctx = context_length(cfg.task)
+    if cfg.train.packing == "windows":
+        ctx = max(ctx, cfg.train.window)
+    return LoopedTransformer(cfg.model, vocab_size, ctx)
 
 
 def make_optimizer(model, cfg: RunConfig):
@@ -188,6 +239,9 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
 
     t = cfg.train
     train_set = data.train
+    stream = None
+    if t.packing == "windows":
+        stream = np.concatenate([row[:n] for row, n in zip(train_set.ids, train_set.lengths)])
     targets = [op for op in targets_of(cfg) if op in data.eval_sets]
     progress = Progress(t.steps, state["step"], cfg.task.mixture, quiet)
     model.train()
@@ -197,7 +251,11 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
             t0 = time.perf_counter()
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, cfg)
-            b = make_batch(train_set, batch_indices(cfg.seed, step, len(train_set), t.batch_size), t.loss_on, device)
+            if stream is not None:
+                b = make_window_batch(stream, cfg.seed, step, t.batch_size, t.window, device)
+            else:
+                b = make_batch(train_set, batch_indices(cfg.seed, step, len(train_set), t.batch_size), t.loss_on,
+                               device, t.pack)
             loss = loss_on_batch(model, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
