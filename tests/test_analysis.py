@@ -113,3 +113,13 @@ def test_separation_null_is_centred():
     coords = rng.normal(size=(30, 3))
     s = separation(coords, np.arange(30) % 3, n_perm=200)
     assert abs(s["null_mean"]) < 0.1
+
+
+def test_compatibility_score_sees_shared_parity_and_divisors():
+    from jointtask.analysis.compatibility import compatibility
+
+    nadd = compatibility("ADD", ["NADD"], modulus=10)
+    assert nadd["companions"]["NADD"]["mod2_nmi"] > 0.99  # a+b and a-b always share their parity
+    composite = compatibility("ADD", ["PROD"], modulus=20)["score"]
+    prime = compatibility("ADD", ["PROD"], modulus=43)["score"]
+    assert composite > 5 * prime

@@ -66,3 +66,19 @@ def test_adaptive_search_runs_fewer_widths(tmp_path):
     assert s["failed"] == 0
     widths = set(collect(tmp_path / "a").width)
     assert {2, 32} <= widths and len(widths) <= 4 < len(exp.sweep.width_list())
+
+
+def test_reproduce_writes_claim_verdicts(tmp_path):
+    """The README's main job, shrunk: same preset and code path, tiny widths and budget."""
+    from .conftest import run_cli
+
+    r = run_cli("reproduce", "quick", "--out", tmp_path / "q", "--workers", "2",
+                "--set", "sweep.widths=[4, 8]", "--set", "sweep.seeds=[0, 1]", "--set", "base.train.steps=60",
+                "--set", "base.train.eval_every=30", "--set", "base.data.per_n=40", "--set", "base.data.eval_count=60",
+                "--set", "base.data.eval_train_count=20")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "C1: " in r.stdout and "C2: " in r.stdout
+    html = (tmp_path / "q" / "report" / "index.html").read_text()
+    assert "<h2>Claims</h2>" in html and "ADD+MAX+MED lowers" in html
+    bad = run_cli("reproduce", "nosuch", "--out", tmp_path / "n")
+    assert bad.returncode == 2 and "unknown preset 'nosuch'" in bad.stderr

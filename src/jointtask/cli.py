@@ -208,6 +208,23 @@ def bench(
                    f"ratio {r['ratio']:.2f}, {r['peak_fraction']:.1%} of peak")
 
 
+@app.command()
+def compat(
+    mixture: str = typer.Argument(..., help="e.g. ADD+MAX+MED; the first op is the target"),
+    modulus: Optional[int] = typer.Option(None),
+    degree: Optional[int] = typer.Option(None),
+):
+    """A-priori compatibility score of a target with its companions (ours, SPEC 7); prints JSON."""
+    from .analysis.compatibility import compatibility
+    from .tasks.spec import TaskConfig, parse_ops
+
+    ops = parse_ops(mixture)
+    if len(ops) < 2:
+        raise UserError("give a target and at least one companion, e.g. ADD+MAX")
+    _validated(TaskConfig, ops=ops, modulus=modulus, degree=degree)
+    typer.echo(json.dumps(compatibility(ops[0], ops[1:], modulus, degree), indent=2))
+
+
 def _validated(model, **kwargs):
     from pydantic import ValidationError
 

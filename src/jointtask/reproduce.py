@@ -43,10 +43,8 @@ def _log_pos(r) -> float:
     return math.log(r["p_star"])
 
 
-def claim_verdicts(out: Path) -> list[dict]:
-    rep = out / "report"
-    t = pd.read_csv(rep / "transitions.csv")
-    ratios = pd.read_csv(rep / "ratios.csv")
+def claim_verdicts(t: pd.DataFrame, ratios: pd.DataFrame) -> list[dict]:
+    """C1 and C2 verdicts from a sweep's transitions and ratios tables."""
     rows = []
     add, mx, md = (_pstar(t, m, m) for m in ("ADD", "MAX", "MED"))
     if add is not None and mx is not None and md is not None:
@@ -85,11 +83,14 @@ def reproduce(name: str, out: str | Path, workers: int | None = None, backend: s
     t0 = time.time()
     executor = make_executor(backend, workers, address)
     summary = run_sweep(exp, out, executor, SweepProgress(getattr(executor, "workers", 1) or 1))
-    write_report(out, n_boot=500)
-    verdicts = claim_verdicts(out)
-    intro = "<h2>Claims</h2><table><tr><th>claim</th><th>the paper</th><th>ours (this sweep)</th><th>verdict</th></tr>" + "".join(
-        f"<tr><td>{v['claim']}</td><td>{html.escape(v['what'])}</td><td>{html.escape(v['ours'])}</td>"
-        f"<td>{html.escape(v['verdict'])}</td></tr>" for v in verdicts) + "</table>"
-    write_report(out, n_boot=500, intro=intro)  # second pass places the verdicts at the top
+    verdicts = []
+
+    def claims_html(analysis) -> str:
+        verdicts.extend(claim_verdicts(analysis["transitions"], analysis["ratios"]))
+        return "<h2>Claims</h2><table><tr><th>claim</th><th>the paper</th><th>ours (this sweep)</th><th>verdict</th></tr>" + "".join(
+            f"<tr><td>{v['claim']}</td><td>{html.escape(v['what'])}</td><td>{html.escape(v['ours'])}</td>"
+            f"<td>{html.escape(v['verdict'])}</td></tr>" for v in verdicts) + "</table>"
+
+    write_report(out, n_boot=500, intro=claims_html)
     return {"summary": summary, "verdicts": verdicts, "seconds": time.time() - t0,
             "report": str(out / "report" / "index.html")}

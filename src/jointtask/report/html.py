@@ -70,7 +70,9 @@ def _ratio_text(r) -> str:
 
 
 def write_report(out: str | Path, n_boot: int = 500, n_perm: int = 999, width: int | None = None,
-                 title: str | None = None, intro: str = "") -> Path:
+                 title: str | None = None, intro=None) -> Path:
+    """`intro`: HTML, or a callable taking the analysis (transitions and ratios tables) and
+    returning HTML, placed at the top of the page."""
     out = Path(out)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
@@ -89,6 +91,8 @@ def write_report(out: str | Path, n_boot: int = 500, n_perm: int = 999, width: i
              f"<code>{html.escape(str(out))}</code>: {len(df.run_id.unique())} finished runs. "
              f"Accuracy: greedy decoding from the prompt, exact match of the final answer, on held-out prompts "
              f"(SPEC 3). Tables beside this page: results.csv, transitions.csv, ratios.csv, embeddings.csv, ablations.csv.</p>"]
+    if callable(intro):
+        intro = intro(a)
     if intro:
         parts.append(intro)
     base = exp.get("base", {})
