@@ -127,9 +127,9 @@ def status(sweep_dir: Path = typer.Argument(...), json_: bool = typer.Option(Fal
     typer.echo(f"{s['total']} runs: {s['done']} done, {s['running']} running, {s['interrupted']} interrupted, "
                f"{s['failed']} failed, {s['pending']} pending" + ("" if s["driver_running"] else " (no sweep driver running)"))
     for a in s["active"]:
-        typer.echo(f"  {a['state']}: {a['run_id'][:8]} {a['mixture']} width {a['width']} seed {a['seed']} step {a['step']}/{a['steps']}")
+        typer.echo(f"  {a['state']}: {a['run_id']} {a['mixture']} width {a['width']} seed {a['seed']} step {a['step']}/{a['steps']}")
     for f in s["failures"]:
-        typer.echo(f"  failed: {f['run_id'][:8]} {f['error']}")
+        typer.echo(f"  failed: {f['run_id']} {f['error']}")
 
 
 @app.command()

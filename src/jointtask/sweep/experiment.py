@@ -160,6 +160,7 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
                     pcfg = _run_config(exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps)
                     pre = PlannedRun(run_id=pcfg.run_id(), mixture="+".join(pops), width=width, seed=seed,
                                      targets=targets, config=pcfg)
+                    # named by the hashes of its own config and of its pretraining run
                     runs.append(PlannedRun(run_id=f"{cfg.run_id()[:8]}{pre.run_id[:8]}",
                                            mixture=f"{pre.mixture}>{mixture}", width=width, seed=seed,
                                            targets=targets, config=cfg, pretrain=pre))

@@ -55,7 +55,7 @@ class SweepProgress:
         for rid, r in self.todo.items():
             step = run_progress(self.runs_dir / rid)
             if step and shown < 8:
-                t.add_row(rid[:8], r.mixture, str(r.width), str(r.seed), f"{step}/{r.config.train.steps}")
+                t.add_row(rid, r.mixture, str(r.width), str(r.seed), f"{step}/{r.config.train.steps}")
                 shown += 1
         return t
 
@@ -75,7 +75,7 @@ class SweepProgress:
         else:
             what = "done" if exc is None else f"FAILED ({exc})"
             print(f"[{self.finished + self.failed}/{self.total}] {what}: {run.mixture} width {run.width} "
-                  f"seed {run.seed} ({run.run_id[:8]}); about {self._eta()} left", file=self.stream, flush=True)
+                  f"seed {run.seed} ({run.run_id}); about {self._eta()} left", file=self.stream, flush=True)
 
     def stop(self):
         if self.live:
