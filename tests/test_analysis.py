@@ -123,3 +123,13 @@ def test_compatibility_score_sees_shared_parity_and_divisors():
     composite = compatibility("ADD", ["PROD"], modulus=20)["score"]
     prime = compatibility("ADD", ["PROD"], modulus=43)["score"]
     assert composite > 5 * prime
+
+
+def test_permutation_embeddings_use_sign_and_cosets():
+    fam = TaskConfig(ops=["PMUL"], degree=4).family()
+    rng = np.random.default_rng(0)
+    signs = np.array([fam.parity(i) for i in range(24)])
+    emb = rng.normal(0, 1, (2, 16))[signs] + rng.normal(0, 0.2, (24, 16))
+    s = embedding_structure(emb, fam, n_perm=199)
+    assert set(s["separation"]) == {"sign", "coset"}
+    assert s["separation"]["sign"]["p_value"] < 0.01 and s["separation"]["coset"]["p_value"] > 0.01

@@ -50,11 +50,12 @@ def test_transfer_experiment_starts_from_pretrained_weights(tmp_path):
     exp = experiment_from_dict({**TINY, "sweep": {"mixtures": ["MIN"], "widths": [8], "seeds": [0],
                                                   "transfer": {"pretrain": "MAX", "pretrain_steps": 40}}})
     s = run_sweep(exp, tmp_path / "t", LocalExecutor(1))
-    assert s["failed"] == 0 and s["done"] == 2
+    assert s["failed"] == 0 and s["done"] == 3
     df = collect(tmp_path / "t")
-    assert set(df.mixture) == {"MIN", "MAX>MIN"}
+    assert set(df.mixture) == {"MIN", "MAX>MIN", "MIN@100"}
+    assert df.set_index("mixture").loc["MIN@100", "steps"] <= 100
     runs = list((tmp_path / "t" / "runs").iterdir())
-    assert len(runs) == 3  # scratch, pretraining, and the transferred run
+    assert len(runs) == 4  # scratch, scratch with the pretraining steps added, pretraining, transferred
     write_report(tmp_path / "t", n_boot=10, n_perm=19)
     assert (tmp_path / "t" / "report" / "transfer.png").stat().st_size > 1000
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ..sweep.results import collect, load_plan
@@ -32,8 +31,9 @@ def transitions(df: pd.DataFrame, n_boot: int = 500) -> tuple[pd.DataFrame, dict
 
 
 def trained_ops(mixture: str) -> list[str]:
-    """The ops a mixture's runs finish training on ('A>B': pretrained on A, then B)."""
-    return mixture.split(">")[-1].split("+")
+    """The ops a mixture's runs finish training on ('A>B': pretrained on A, then B; 'B@n':
+    B from scratch for n steps)."""
+    return mixture.split(">")[-1].split("@")[0].split("+")
 
 
 def baseline_of(op: str, mixtures: list[str]) -> str | None:
@@ -117,7 +117,7 @@ def transfer_curves(df: pd.DataFrame) -> pd.DataFrame:
     if tr.empty:
         return tr
     scratch = {m.split(">")[1] for m in tr.mixture}
-    both = df[df.mixture.isin(set(tr.mixture) | scratch)]
+    both = df[df.mixture.map(lambda m: m in set(tr.mixture) or m.split("@")[0] in scratch)]
     return both.groupby(["mixture", "target_op", "width"], as_index=False).agg(
         accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), n=("accuracy", "size"))
 

@@ -17,7 +17,7 @@ Definitions (ours where the paper is silent; each is a documented argument):
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
@@ -179,4 +179,4 @@ def joint_benefit(alone: Transition, joint: Transition, level: float = 0.95) -> 
     return {"ratio": ratio, "kind": kind, "ci_low": lo, "ci_high": hi, "verdict": verdict}
 
 
-__all__ = ["logistic", "fit_curve", "fit_transition", "joint_benefit", "Fit", "Transition", "asdict"]
+__all__ = ["logistic", "fit_curve", "fit_transition", "joint_benefit", "Fit", "Transition"]

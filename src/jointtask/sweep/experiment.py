@@ -35,7 +35,9 @@ class LogRange(Strict):
 
 
 class TransferSpec(Strict):
-    """Pretrain on `pretrain` for `pretrain_steps`, then train on the sweep's mixtures."""
+    """Pretrain on `pretrain` for `pretrain_steps`, then train on the sweep's mixtures. Planned
+    beside each transferred run ('A>B'): B from scratch for the same steps ('B') and for the
+    pretraining steps added ('B@total')."""
 
     pretrain: str
     pretrain_steps: int
@@ -129,14 +131,16 @@ def experiment_from_dict(tree: dict) -> Experiment:
 
 
 def _run_config(exp: Experiment, ops: list[str], width: int, seed: int, targets: list[str],
-                steps: int | None = None) -> RunConfig:
+                steps: int | None = None, early_stop: bool | None = None) -> RunConfig:
     tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in exp.base.items()}
     tree["seed"] = seed
     tree["task"] = {**tree.get("task", {}), "ops": ops}
     tree["model"] = {**tree.get("model", {}), "width": width}
     tree["data"] = {**tree.get("data", {}), "eval_ops": list(dict.fromkeys(targets + ops))}
     if steps is not None:
-        tree["train"] = {**tree.get("train", {}), "steps": steps, "early_stop": False}
+        tree["train"] = {**tree.get("train", {}), "steps": steps}
+    if early_stop is not None:
+        tree["train"] = {**tree.get("train", {}), "early_stop": early_stop}
     try:
         return config_from_dict(tree)
     except UserError as e:
@@ -157,11 +161,17 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
                                        targets=targets, config=cfg))
                 if s.transfer:  # the same run started from a model pretrained on another mixture
                     pops = s.transfer.pretrain.replace(",", "+").split("+")
-                    pcfg = _run_config(exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps)
+                    pcfg = _run_config(exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps,
+                                       early_stop=False)
                     pre = PlannedRun(run_id=pcfg.run_id(), mixture="+".join(pops), width=width, seed=seed,
                                      targets=targets, config=pcfg)
                     # named by the hashes of its own config and of its pretraining run
                     runs.append(PlannedRun(run_id=f"{cfg.run_id()[:8]}{pre.run_id[:8]}",
                                            mixture=f"{pre.mixture}>{mixture}", width=width, seed=seed,
                                            targets=targets, config=cfg, pretrain=pre))
+                    # and from scratch with the pretraining steps added: the same total compute
+                    total = s.transfer.pretrain_steps + cfg.train.steps
+                    lcfg = _run_config(exp, ops, width, seed, targets, steps=total)
+                    runs.append(PlannedRun(run_id=lcfg.run_id(), mixture=f"{mixture}@{total}", width=width,
+                                           seed=seed, targets=targets, config=lcfg))
     return runs

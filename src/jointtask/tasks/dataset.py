@@ -158,10 +158,6 @@ class TaskData:
         return max(s.ids.shape[1] for s in sets)
 
 
-def n_values(task: TaskConfig) -> int:
-    return task.family().n_values
-
-
 def build_task_data(task: TaskConfig, data: DataConfig, seed: int) -> TaskData:
     """Training set (size per_n * n) and one held-out set per operation plus the mixture's."""
     if task.sadd_seed is None:  # pin the SADD relabelling to the run, not to each set's draw

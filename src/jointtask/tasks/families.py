@@ -196,8 +196,5 @@ class Vocab:
     def decode(self, ids) -> list[str]:
         return [self.tokens[int(i)] for i in ids]
 
-    def value_id(self, v: int) -> int:
-        return self.value_offset + v
-
     def is_value_id(self, i: int) -> bool:
         return self.value_offset <= i < self.value_offset + self.family.n_values

@@ -8,7 +8,7 @@ from pydantic import field_validator, model_validator
 
 from ..errors import UserError
 from ..schema import Strict, validation_message
-from .families import LISTOPS_OPS, PERM_OPS, family_of, make_family
+from .families import family_of, make_family
 
 
 class TaskConfig(Strict):
@@ -66,8 +66,6 @@ class TaskConfig(Strict):
     def with_ops(self, ops: list[str]) -> "TaskConfig":
         return self.model_copy(update={"ops": list(ops)})
 
-    def all_ops(self) -> list[str]:
-        return LISTOPS_OPS if self.kind == "listops" else PERM_OPS
 
 
 class DataConfig(Strict):

@@ -190,10 +190,6 @@ class Progress:
             self.bar.stop()
 
 
-def targets_of(cfg: RunConfig) -> list[str]:
-    return list(cfg.task.ops)
-
-
 def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after: int | None = None,
               quiet: bool = False, init_from: str | Path | None = None) -> dict | None:
     """Train one run into `out`. Returns the result dict, or None when stopped by `stop_after`
@@ -242,7 +238,7 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     stream = None
     if t.packing == "windows":
         stream = np.concatenate([row[:n] for row, n in zip(train_set.ids, train_set.lengths)])
-    targets = [op for op in targets_of(cfg) if op in data.eval_sets]
+    targets = [op for op in cfg.task.ops if op in data.eval_sets]  # early stopping watches these
     progress = Progress(t.steps, state["step"], cfg.task.mixture, quiet)
     model.train()
     try:
