@@ -1,4 +1,5 @@
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -111,7 +112,10 @@ def test_ray_cluster_on_loopback_gives_the_same_table(tmp_path, reference):
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray is None:
         pytest.fail("ray is not installed; scripts/setup.sh installs it")
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    # Ray >= 2.59 authenticates with a token; cluster and client must agree on it. An explicit
+    # token keeps the test independent of whatever ~/.ray/auth_token this machine holds.
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     port = _free_port()
     start = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
                             "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
