@@ -66,7 +66,8 @@ class RayExecutor:
             try:
                 ray.init(address=self.address, log_to_driver=False)
             except Exception as e:
-                raise UserError(f"cannot connect to the Ray cluster at {self.address}: {e}") from None
+                raise UserError(f"cannot connect to the Ray cluster at {self.address}: {e} (a cluster started with "
+                                "token authentication needs the same RAY_AUTH_MODE and token here)") from None
         else:
             ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      _node_ip_address="127.0.0.1")
