@@ -17,6 +17,7 @@ def test_max_mod5_learns(tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["accuracy"]["MAX"] >= 0.9
+    assert result["stop_reason"] == "ceiling" and result["steps"] < 600  # early stopping at the ceiling
     assert json.loads(r.stdout)["accuracy"] == result["accuracy"]
     for key in ("params", "params_non_embedding", "width", "ops", "steps", "tokens_seen", "train_seconds"):
         assert key in result
