@@ -10,7 +10,6 @@ local instance (about 10 s here), which a long sweep on a running cluster would 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time

@@ -53,6 +53,7 @@ def _assert_clean_error(r, needle):
     (["--set", "model.width=30", "--set", "model.heads=4"], "divisible"),
     (["--set", "train.stpes=10"], "train.stpes: unknown key"),
     (["--set", "nonsense"], "key=value"),
+    (["--set", "train.packing='windows'"], "needs train.loss_on = 'all'"),
 ])
 def test_bad_config_values_fail_cleanly(tmp_path, args, needle):
     out = tmp_path / "run"
@@ -82,3 +83,12 @@ def test_corrupt_checkpoint_fails_cleanly(tmp_path):
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
     _assert_clean_error(run_cli("train", MAX5, "--out", run, "--resume"), "corrupt checkpoint")
     assert not (run / "result.json").exists()
+
+
+def test_windowed_baseline_recipe_runs(tmp_path):
+    """The naive recipe (packed 128-token windows, loss on all tokens) as a config of the trainer."""
+    cfg = load_config(MAX5, ["train.packing='windows'", "train.loss_on='all'", "train.batch_size=8", "train.steps=20",
+                             "train.eval_every=10", "train.early_stop=false"])
+    result = train_run(cfg, tmp_path / "w", quiet=True)
+    assert result["steps"] == 20 and result["tokens_seen"] == 20 * 8 * 128
+    assert 0.0 <= result["accuracy"]["MAX"] <= 1.0

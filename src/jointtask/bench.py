@@ -26,7 +26,7 @@ from .model import LoopedTransformer, ModelConfig
 from .tasks.dataset import build_task_data, context_length
 from .tasks.spec import DataConfig, TaskConfig
 from .train.config import RunConfig
-from .train.loop import batch_indices, loss_on_batch, make_batch, make_optimizer
+from .train.loop import batch_indices, make_batch, make_optimizer, optimisation_step
 
 
 def peak_flops(seconds: float = 1.0, n: int = 512) -> float:
@@ -58,7 +58,8 @@ def _time_steps(step, seconds: float) -> tuple[float, int]:
 
 def bench_width(width: int, task: TaskConfig, data, seconds: float) -> dict:
     vocab = len(data.vocab)
-    # naive: packed windows of 128 tokens, batch 64, loss everywhere
+    # naive: packed windows of 128 tokens, batch 64, loss everywhere; written out on purpose as a
+    # plain loop that shares no training code with the package, so it stays an independent baseline
     stream = np.concatenate([row[:n] for row, n in zip(data.train.ids, data.train.lengths)])
     torch.manual_seed(0)
     naive = LoopedTransformer(ModelConfig(width=width), vocab, 129)
@@ -90,11 +91,7 @@ def bench_width(width: int, task: TaskConfig, data, seconds: float) -> dict:
                        cfg.train.pack)
         state["step"] += 1
         avg_len.append(b.inputs.shape[1])
-        loss = loss_on_batch(ours, b)
-        opt2.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(ours.parameters(), 1.0)
-        opt2.step()
+        optimisation_step(ours, opt2, b, cfg.train.grad_clip)
         return b.n_tokens
 
     t_ours, tok_ours = _time_steps(our_step, seconds)

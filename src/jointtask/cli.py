@@ -80,7 +80,7 @@ def sweep(
     from .sweep.progress import SweepProgress
     from .sweep.runner import run_sweep
 
-    exp = load_experiment(experiment, [*set_, *([f"base.train.device='{device}'"] if device else [])])
+    exp = load_experiment(experiment, _with_device(set_, device))
     executor = make_executor(backend, workers, address)
     progress = SweepProgress(getattr(executor, "workers", None) or 1)
     if adaptive:
@@ -186,7 +186,7 @@ def reproduce(
     """Run a packaged reproduction and write its report with a verdict per claim."""
     from .reproduce import reproduce as run_preset
 
-    res = run_preset(preset, out, workers, backend, address, [*set_, *([f"base.train.device='{device}'"] if device else [])])
+    res = run_preset(preset, out, workers, backend, address, _with_device(set_, device))
     for v in res["verdicts"]:
         typer.echo(f"{v['claim']}: {v['verdict']} -- {v['ours']}")
     typer.echo(f"report: {res['report']} ({res['seconds']:.0f} s)")
@@ -223,6 +223,11 @@ def compat(
         raise UserError("give a target and at least one companion, e.g. ADD+MAX")
     _validated(TaskConfig, ops=ops, modulus=modulus, degree=degree)
     typer.echo(json.dumps(compatibility(ops[0], ops[1:], modulus, degree), indent=2))
+
+
+def _with_device(overrides: list[str], device: str | None) -> list[str]:
+    """--device is shorthand for --set base.train.device=..."""
+    return [*overrides, f"base.train.device='{device}'"] if device else list(overrides)
 
 
 def _validated(model, **kwargs):

@@ -4,6 +4,7 @@ a verdict per claim it can speak to (C1: ADD harder than MAX and MED; C2: joint 
 from __future__ import annotations
 
 import html
+import math
 import time
 from importlib import resources
 from pathlib import Path
@@ -34,8 +35,6 @@ def _pstar(t: pd.DataFrame, mixture: str, op: str):
 
 def _log_pos(r) -> float:
     """Where a transition lies, for ordering: censored ones at their bound, beyond it."""
-    import math
-
     if r["censored"] == "above":
         return math.log(r["p_max"]) + 1
     if r["censored"] == "below":

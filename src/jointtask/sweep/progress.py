@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from .runner import run_progress
+from .runner import run_progress, run_state
 
 
 class SweepProgress:
@@ -18,15 +18,13 @@ class SweepProgress:
         self.live = None
 
     def start(self, runs, runs_dir: Path):
-        from .runner import run_state
-
         self.runs_dir = runs_dir
         self.total = len(runs)
-        self.finished = sum(run_state(runs_dir / r.run_id) == "done" for r in runs)
         self.todo = {r.run_id: r for r in runs if run_state(runs_dir / r.run_id) != "done"}
+        self.finished = self.total - len(self.todo)
         self.failed = 0
         self.t0 = time.time()
-        self.durations: list[float] = []
+        self.completed = 0  # runs ended since this start, for the estimate of time left
         if self.stream.isatty():
             from rich.live import Live
 
@@ -39,10 +37,9 @@ class SweepProgress:
             print(f"sweep: {self.total} runs, {self.finished} already done", file=self.stream, flush=True)
 
     def _eta(self) -> str:
-        done_now = len(self.durations)
-        if not done_now or not self.todo:
+        if not self.completed or not self.todo:
             return "?" if self.todo else "0s"
-        per_run = (time.time() - self.t0) / done_now
+        per_run = (time.time() - self.t0) / self.completed
         return f"{per_run * len(self.todo):.0f}s"
 
     def _render(self):
@@ -65,7 +62,7 @@ class SweepProgress:
 
     def update(self, run, exc):
         self.todo.pop(run.run_id, None)
-        self.durations.append(time.time())
+        self.completed += 1
         if exc is None:
             self.finished += 1
         else:

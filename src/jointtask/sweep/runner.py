@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import atomic_write_json, read_jsonl
+from ..fileio import atomic_write_bytes, atomic_write_json, read_jsonl
 from ..train.loop import CHECKPOINT, METRICS, RESULT, train_run
 from .experiment import Experiment, PlannedRun, plan
 
@@ -81,8 +81,6 @@ def execute_run(run: dict, runs_dir: str) -> dict:
 
 def store_run(runs_dir: Path, outcome: dict) -> None:
     """Write what a worker returned, unless the run directory already holds it (shared disk)."""
-    from ..fileio import atomic_write_bytes
-
     out = runs_dir / outcome["result"]["run_id"]
     if (out / RESULT).exists():
         return

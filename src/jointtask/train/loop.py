@@ -123,6 +123,17 @@ def loss_on_batch(model, b: Batch) -> torch.Tensor:
     return F.cross_entropy(model.head(h), b.targets)
 
 
+def optimisation_step(model, opt, b: Batch, grad_clip: float) -> float:
+    """One AdamW step on one batch; returns the loss."""
+    loss = loss_on_batch(model, b)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return float(loss.detach())
+
+
 def build_model(cfg: RunConfig, vocab_size: int) -> LoopedTransformer:
     torch.manual_seed(cfg.seed)
     ctx = context_length(cfg.task)
@@ -252,13 +263,7 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
             else:
                 b = make_batch(train_set, batch_indices(cfg.seed, step, len(train_set), t.batch_size), t.loss_on,
                                device, t.pack)
-            loss = loss_on_batch(model, b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            opt.step()
-            lv = float(loss.detach())
+            lv = optimisation_step(model, opt, b, t.grad_clip)
             state["train_seconds"] += time.perf_counter() - t0
             state["tokens_seen"] += b.n_tokens
             state["step"] = step + 1
