@@ -1,5 +1,8 @@
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jointtask.model import LoopedTransformer, ModelConfig, count_params
 
@@ -62,6 +65,35 @@ def test_packed_rows_compute_the_same_loss_as_padded_examples():
     idx = batch_indices(0, 0, len(d.train), 64)
     padded = make_batch(d.train, idx, "answer", "cpu", pack=0)
     packed = make_batch(d.train, idx, "answer", "cpu", pack=48)
-    assert packed.attn_mask is not None and packed.inputs.shape[0] < 64  # really packed
+    assert packed.packing is not None and packed.inputs.numel() < padded.inputs.numel()  # really packed
+    assert len(packed.packing.widths) > 1  # rows of several widths
     assert torch.equal(padded.targets.sort().values, packed.targets.sort().values)  # same tokens, rows reordered
     assert abs(loss_on_batch(m, padded).item() - loss_on_batch(m, packed).item()) < 1e-5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 150), min_size=1, max_size=80), st.sampled_from([8, 16, 32, 64]))
+def test_packed_rows_hold_every_example_once_without_overlap(lengths, pack):
+    from jointtask.train.loop import pack_rows
+
+    lengths = np.array(lengths)
+    row, offset, rows, widths = pack_rows(lengths, pack)
+    assert all(w >= pack and w % pack == 0 for w in widths) and widths == sorted(set(widths))
+    row_width = np.repeat(widths, rows)
+    assert len(row_width) == row.max() + 1  # no empty rows
+    used = [np.zeros(w, int) for w in row_width]
+    for r, o, n in zip(row, offset, lengths):
+        assert 0 <= o and o + n <= row_width[r]
+        used[r][o: o + n] += 1
+    assert max(u.max() for u in used) == 1  # no token slot shared
+    # an example opens a row only as wide as needed: the narrowest width holding the longest example
+    assert widths[-1] < 2 * max(pack, lengths.max())
+
+
+def test_benchmark_baseline_has_the_same_architecture_and_parameter_count():
+    from jointtask.bench import NaiveLoopedTransformer
+
+    naive = NaiveLoopedTransformer(vocab=23, width=32, context=40)
+    ours = LoopedTransformer(ModelConfig(width=32), 23, 40)
+    assert sum(p.numel() for p in naive.parameters()) == sum(p.numel() for p in ours.parameters())
+    assert naive(torch.randint(0, 23, (2, 40))).shape == (2, 40, 23)

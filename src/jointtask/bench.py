@@ -1,12 +1,14 @@
 """`jointtask bench`: training throughput of jointtask's trainer against a naive baseline, and
 the fraction of this core's FP32 peak, all measured in the same process on one thread.
 
-naive: a plain eager PyTorch loop over the same architecture (the package's model class, whose
-attention is F.scaled_dot_product_attention), AdamW, batch 64 of packed 128-token windows cut
-from the concatenated training samples, loss on every token.
-ours: the package's training step (whole examples, packed into 64-token rows with a block-diagonal
-causal mask when padding would waste over a third of the batch, loss and output head only on the
-tokens after the first '=', batch 256), as `jointtask train` runs it.
+naive: the model a researcher writes first, defined here and sharing no code with the package:
+the same architecture (one pre-LayerNorm block applied 4 times, one head, GELU MLP, learned
+positions) as a plain nn.Module with F.scaled_dot_product_attention, trained by an eager loop with
+AdamW on batches of 64 packed 128-token windows cut from the concatenated training samples, loss
+on every token.
+ours: the package's training step (whole examples packed into rows of 64, 128, ... tokens with
+block-diagonal causal masks when padding would waste over a third of the batch, loss and output
+head only on the tokens after the first '=', batch 256), as `jointtask train` runs it.
 Tokens/s counts input tokens that are not padding. FLOPs per token: 6 x (weights applied per
 token, with the block counted once per pass) + 6 x passes x context x width for attention.
 """
@@ -19,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .fileio import atomic_write_json
@@ -47,6 +50,28 @@ def flops_per_token(model: LoopedTransformer, context: float) -> float:
     return 6 * applied + 6 * cfg.recurrence * cfg.blocks * context * d
 
 
+class NaiveLoopedTransformer(nn.Module):
+    """The baseline: the paper's architecture written the obvious way."""
+
+    def __init__(self, vocab: int, width: int, context: int, recurrence: int = 4):
+        super().__init__()
+        self.recurrence = recurrence
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
+        self.ln_attn, self.ln_mlp, self.ln_final = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+        self.head = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, idx):
+        B, T = idx.shape
+        x = self.tok(idx) + self.pos(torch.arange(T))
+        for _ in range(self.recurrence):
+            q, k, v = (t.unsqueeze(1) for t in self.qkv(self.ln_attn(x)).chunk(3, dim=-1))
+            x = x + self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).squeeze(1))
+            x = x + self.mlp(self.ln_mlp(x))
+        return self.head(self.ln_final(x))
+
+
 def _time_steps(step, seconds: float) -> tuple[float, int]:
     for _ in range(3):
         step()
@@ -62,7 +87,7 @@ def bench_width(width: int, task: TaskConfig, data, seconds: float) -> dict:
     # plain loop that shares no training code with the package, so it stays an independent baseline
     stream = np.concatenate([row[:n] for row, n in zip(data.train.ids, data.train.lengths)])
     torch.manual_seed(0)
-    naive = LoopedTransformer(ModelConfig(width=width), vocab, 129)
+    naive = NaiveLoopedTransformer(vocab, width, 128)
     opt = torch.optim.AdamW(naive.parameters(), lr=5e-4)
     rng = np.random.default_rng(0)
 
@@ -84,21 +109,24 @@ def bench_width(width: int, task: TaskConfig, data, seconds: float) -> dict:
     ours = LoopedTransformer(cfg.model, vocab, context_length(task))
     opt2 = make_optimizer(ours, cfg)
     state = {"step": 0}
-    avg_len = []
+    row_widths = []  # per token: the width of the row it sits in (attention's context)
 
     def our_step():
         b = make_batch(data.train, batch_indices(0, state["step"], len(data.train), cfg.train.batch_size), "answer", "cpu",
                        cfg.train.pack)
         state["step"] += 1
-        avg_len.append(b.inputs.shape[1])
+        if b.packing is None:
+            row_widths.extend([b.inputs.shape[1]] * b.inputs.numel())
+        else:
+            row_widths.extend(np.repeat(b.packing.widths, np.multiply(b.packing.rows, b.packing.widths)))
         optimisation_step(ours, opt2, b, cfg.train.grad_clip)
         return b.n_tokens
 
     t_ours, tok_ours = _time_steps(our_step, seconds)
     ours_tok_s, naive_tok_s = tok_ours / t_ours, tok_naive / t_naive
     return {"ours_tok_s": ours_tok_s, "naive_tok_s": naive_tok_s, "ratio": ours_tok_s / naive_tok_s,
-            "ours_flops": ours_tok_s * flops_per_token(ours, float(np.mean(avg_len)) / 2),
-            "naive_flops": naive_tok_s * flops_per_token(naive, 64.0)}
+            "ours_flops": ours_tok_s * flops_per_token(ours, float(np.mean(row_widths)) / 2),
+            "naive_flops": naive_tok_s * flops_per_token(ours, 64.0)}  # same architecture: same FLOPs per token
 
 
 def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:

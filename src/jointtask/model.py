@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -62,6 +63,21 @@ class HookPoint(nn.Identity):
     """An identity whose name marks a place to read or patch activations."""
 
 
+@dataclass
+class Packing:
+    """Whole examples packed into rows, for training without padding.
+
+    Tokens are laid out flat ([N] ids, [N, width] activations), group after group; group g holds
+    `rows[g]` rows of `widths[g]` tokens, and `masks[g]` ([rows, 1, w, w], additive: 0 or -inf) is
+    block-diagonal and causal, so no example sees another. Rows come in a few widths because
+    attention costs rows x width^2: short examples packed into short rows attend over less.
+    """
+
+    rows: list[int]
+    widths: list[int]
+    masks: list[torch.Tensor]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -69,16 +85,25 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
         self.proj = nn.Linear(cfg.width, cfg.width)
 
-    def forward(self, x, attn_mask=None):
-        B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+    def _attend(self, qkv, rows, T, mask=None):
+        C = qkv.shape[-1] // 3
+        q, k, v = qkv.view(rows, T, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
         # Right padding needs no extra mask: causal attention never looks at later positions.
-        # Packed rows pass a block-diagonal causal mask so examples never see each other.
-        if attn_mask is None:
+        if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return y.transpose(1, 2).reshape(rows, T, C)
+
+    def forward(self, x, packing: Packing | None = None):
+        qkv = self.qkv(x)
+        if packing is None:  # [B, T, C]
+            return self.proj(self._attend(qkv, x.shape[0], x.shape[1]))
+        out, start = [], 0  # flat [N, C]: each group of rows attends on its own
+        for rows, T, mask in zip(packing.rows, packing.widths, packing.masks):
+            out.append(self._attend(qkv[start: start + rows * T], rows, T, mask).view(rows * T, -1))
+            start += rows * T
+        return self.proj(out[0] if len(out) == 1 else torch.cat(out))
 
 
 class MLP(nn.Module):
@@ -137,10 +162,10 @@ class LoopedTransformer(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     def residual(self, idx: torch.Tensor, pos: torch.Tensor | None = None,
-                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The final residual stream after LayerNorm, [B, T, width]. `pos` (positions, [B, T])
-        and `attn_mask` ([B, 1, T, T], True = may attend) serve rows packed with several examples."""
-        T = idx.shape[1]
+                 packing: Packing | None = None) -> torch.Tensor:
+        """The final residual stream after LayerNorm: [B, T, width] for [B, T] ids, or [N, width]
+        for packed examples (flat [N] ids, `pos` the position of each token in its example)."""
+        T = idx.shape[-1]
         if pos is None:
             if T > self.max_len:
                 raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.max_len}")
@@ -150,7 +175,7 @@ class LoopedTransformer(nn.Module):
         for _ in range(self.cfg.recurrence):
             for block in self.blocks:
                 hooks = self.passes[p]
-                x = x + hooks.hook_attn_out(block.attn(block.ln_attn(x), attn_mask))
+                x = x + hooks.hook_attn_out(block.attn(block.ln_attn(x), packing))
                 x = x + hooks.hook_mlp_out(block.mlp(block.ln_mlp(x)))
                 x = hooks.hook_resid_post(x)
                 p += 1

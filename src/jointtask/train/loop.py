@@ -3,6 +3,7 @@ greedy evaluation, atomic checkpoints, exact resume, early stopping, a final res
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import math
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..fileio import append_line, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
-from ..model import LoopedTransformer
+from ..model import LoopedTransformer, Packing
 from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
 from .config import RunConfig
 from .evaluate import accuracy
@@ -54,13 +55,44 @@ class Batch:
     targets: torch.Tensor  # [K] the tokens to predict
     positions: torch.Tensor  # [K] flat indices into B*T where the loss is taken
     n_tokens: int  # tokens processed (non-padding inputs)
-    pos: torch.Tensor | None = None  # [B, T] position of each token within its example (packed rows)
-    attn_mask: torch.Tensor | None = None  # [B, 1, T, T] block-diagonal causal mask (packed rows)
+    pos: torch.Tensor | None = None  # packed: [N] position of each token within its example
+    packing: Packing | None = None  # packed: inputs are flat [N], laid out in rows (model.Packing)
+
+
+def pack_rows(lengths: np.ndarray, pack: int) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """Best-fit decreasing packing of examples into rows `pack`, 2*`pack`, 4*`pack`, ... tokens
+    wide (each example opens a row of the narrowest width that holds it). Returns each example's
+    row and offset, rows numbered group by group, and the (rows, width) of each group."""
+    widths = [pack]
+    while widths[-1] < lengths.max():
+        widths.append(2 * widths[-1])
+    row_width: list[int] = []
+    rooms: list[tuple[int, int]] = []  # (free tokens, row), sorted: best fit is a bisection
+    row = np.empty(len(lengths), np.int64)
+    offset = np.empty(len(lengths), np.int64)
+    for j in np.argsort(-lengths, kind="stable"):
+        n = int(lengths[j])
+        i = bisect.bisect_left(rooms, (n, -1))
+        if i < len(rooms):
+            room, r = rooms.pop(i)
+        else:
+            r, room = len(row_width), next(w for w in widths if w >= n)
+            row_width.append(room)
+        row[j], offset[j] = r, row_width[r] - room
+        if room > n:
+            bisect.insort(rooms, (room - n, r))
+    # renumber rows so that each width's rows are contiguous, narrowest first
+    order = np.argsort(np.asarray(row_width), kind="stable")
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    counts = [row_width.count(w) for w in widths]
+    groups = [(c, w) for c, w in zip(counts, widths) if c]
+    return renumber[row], offset, [c for c, _ in groups], [w for _, w in groups]
 
 
 def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: int = 0) -> Batch:
-    """Whole examples. With `pack` > 0 they are packed first-fit into rows of `pack` tokens with
-    a block-diagonal causal mask and positions restarting at each example: the same computation
+    """Whole examples. With `pack` > 0 they are packed into rows (see `pack_rows`) with
+    block-diagonal causal masks and positions restarting at each example: the same computation
     per example as padding each on its own, without most of the padding."""
     lengths = train.lengths[idx] - 1  # inputs: every token but the last
     starts = train.prompt_lengths[idx] - 1 if loss_on == "answer" else np.zeros_like(lengths)
@@ -72,40 +104,28 @@ def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: i
         mask = (pos[None, :] >= torch.from_numpy(starts)[:, None]) & (pos[None, :] < torch.from_numpy(lengths)[:, None])
         flat = mask.reshape(-1).nonzero().squeeze(1)
         return Batch(ids[:, :-1].to(device), ids[:, 1:].reshape(-1)[flat].to(device), flat.to(device), int(lengths.sum()))
-    width = max(pack, int(lengths.max()))
-    rows, fill = [], []  # first fit, in sampling order
-    for j, n in enumerate(lengths):
-        for r, used in enumerate(fill):
-            if used + n <= width:
-                rows[r].append(j)
-                fill[r] += n
-                break
-        else:
-            rows.append([j])
-            fill.append(int(n))
-    B = len(rows)
-    inputs = np.zeros((B, width), np.int64)
-    nxt = np.zeros((B, width), np.int64)
-    pos = np.zeros((B, width), np.int64)
-    seg = np.full((B, width), -1, np.int64)
-    lossmask = np.zeros((B, width), bool)
-    for r, members in enumerate(rows):
-        o = 0
-        for j in members:
-            n, i = int(lengths[j]), idx[j]
-            inputs[r, o: o + n] = train.ids[i, :n]
-            nxt[r, o: o + n] = train.ids[i, 1: n + 1]
-            pos[r, o: o + n] = np.arange(n)
-            seg[r, o: o + n] = j
-            lossmask[r, o + starts[j]: o + n] = True
-            o += n
-    seg_t = torch.from_numpy(seg)
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    attn = (seg_t[:, :, None] == seg_t[:, None, :]) & causal
-    attn |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (never in the loss)
-    flat = torch.from_numpy(lossmask.reshape(-1)).nonzero().squeeze(1)
-    return Batch(torch.from_numpy(inputs).to(device), torch.from_numpy(nxt).reshape(-1)[flat].to(device), flat.to(device),
-                 int(lengths.sum()), torch.from_numpy(pos).to(device), attn[:, None].to(device))
+    row, offset, rows, widths = pack_rows(lengths, pack)
+    row_start = np.concatenate([[0], np.cumsum(np.repeat(widths, rows))])[:-1]
+    example = np.repeat(np.arange(len(idx)), lengths)  # one entry per input token
+    t = np.arange(len(example)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # its position
+    dest = np.repeat(row_start[row] + offset, lengths) + t
+    N = int(np.dot(rows, widths))
+    inputs, nxt, pos = np.zeros(N, np.int64), np.zeros(N, np.int64), np.zeros(N, np.int64)
+    seg = np.full(N, -1, np.int64)
+    lossmask = np.zeros(N, bool)
+    inputs[dest] = train.ids[idx[example], t]
+    nxt[dest] = train.ids[idx[example], t + 1]
+    pos[dest], seg[dest], lossmask[dest] = t, example, t >= starts[example]
+    masks, start, seg_t = [], 0, torch.from_numpy(seg)
+    for n_rows, w in zip(rows, widths):
+        s = seg_t[start: start + n_rows * w].view(n_rows, w)
+        start += n_rows * w
+        # padding shares segment -1, so it attends to itself and never to an example
+        allowed = (s[:, :, None] == s[:, None, :]) & torch.ones(w, w, dtype=torch.bool).tril()
+        masks.append(torch.where(allowed, 0.0, float("-inf")).unsqueeze(1).to(device))
+    flat = torch.from_numpy(lossmask).nonzero().squeeze(1)
+    return Batch(torch.from_numpy(inputs).to(device), torch.from_numpy(nxt)[flat].to(device), flat.to(device),
+                 int(lengths.sum()), torch.from_numpy(pos).to(device), Packing(rows, widths, masks))
 
 
 def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int, window: int, device) -> Batch:
@@ -118,7 +138,7 @@ def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int,
 
 
 def loss_on_batch(model, b: Batch) -> torch.Tensor:
-    h = model.residual(b.inputs, b.pos, b.attn_mask)
+    h = model.residual(b.inputs, b.pos, b.packing)
     h = h.reshape(-1, h.shape[-1]).index_select(0, b.positions)  # the head only where the loss is
     return F.cross_entropy(model.head(h), b.targets)
 
