@@ -97,3 +97,13 @@ def test_benchmark_baseline_has_the_same_architecture_and_parameter_count():
     ours = LoopedTransformer(ModelConfig(width=32), 23, 40)
     assert sum(p.numel() for p in naive.parameters()) == sum(p.numel() for p in ours.parameters())
     assert naive(torch.randint(0, 23, (2, 40))).shape == (2, 40, 23)
+
+
+def test_multi_head_attention_matches_a_written_out_reference():
+    torch.manual_seed(0)
+    att = LoopedTransformer(ModelConfig(width=16, heads=4), 20, 12).blocks[0].attn
+    x = torch.randn(2, 10, 16)
+    q, k, v = (t.view(2, 10, 4, 4).transpose(1, 2) for t in att.qkv(x).split(16, dim=-1))
+    causal = torch.full((10, 10), float("-inf")).triu(1)
+    y = torch.softmax(q @ k.transpose(-1, -2) / 2 + causal, dim=-1) @ v
+    assert torch.allclose(att.proj(y.transpose(1, 2).reshape(2, 10, 16)), att(x), atol=1e-6)

@@ -32,6 +32,17 @@ from .train.config import RunConfig
 from .train.loop import batch_indices, make_batch, make_optimizer, optimisation_step
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name (platform.processor() is often just the architecture)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def peak_flops(seconds: float = 1.0, n: int = 512) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
@@ -135,7 +146,7 @@ def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
     task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=10, max_depth=2)
     data = build_task_data(task, DataConfig(per_n=500, eval_count=0, eval_train_count=0), 0)
     peak = peak_flops(2.0 if quick else 5.0)
-    out = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    out = {"machine": {"platform": platform.platform(), "processor": cpu_model(),
                        "torch": torch.__version__, "threads": 1},
            "task": "ADD+MAX+MED mod 10, depth 2", "seconds_per_measurement": seconds, "peak_flops": peak,
            "widths": {}}
