@@ -70,6 +70,16 @@ def test_joint_benefit_ratio_and_bounds():
     assert bound["kind"] == "lower" and bound["ratio"] == pytest.approx(WIDTH_PARAMS[-1] / j.fit.p_star)
 
 
+def test_ratio_interval_of_two_equal_transitions_mostly_contains_one():
+    # three seeds a side, as in the CPU sweeps: the interval must not call noise a benefit
+    hits = 0
+    for rep in range(20):
+        a = fit_transition(*planted(3e4, seeds=3, noise=0.05, rng=np.random.default_rng(200 + rep)), n_boot=60)
+        j = fit_transition(*planted(3e4, seeds=3, noise=0.05, rng=np.random.default_rng(300 + rep)), n_boot=60)
+        hits += joint_benefit(a, j)["verdict"] == "no benefit"
+    assert hits >= 17
+
+
 def test_transition_cli(tmp_path):
     P, A, S = planted(3e4)
     f = tmp_path / "points.csv"

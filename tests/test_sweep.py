@@ -128,3 +128,15 @@ def test_ray_cluster_on_loopback_gives_the_same_table(tmp_path, reference):
         pd.testing.assert_frame_equal(table(out), table(reference))
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_exposure_budget_scales_steps_with_the_number_of_ops():
+    equal = load_experiment(SMOKE)
+    exposure = load_experiment(SMOKE, ["sweep.budget=exposure"])
+    base = equal.base["train"]["steps"]
+    for run in plan(equal):
+        assert run.config.train.steps == base
+    for run, same in zip(plan(exposure), plan(equal)):
+        assert run.config.train.steps == base * len(run.mixture.split("+"))
+        # a single-op run is the very same run under either budget; a mixture is a new one
+        assert (run.run_id == same.run_id) == (len(run.mixture.split("+")) == 1)

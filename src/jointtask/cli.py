@@ -144,20 +144,43 @@ def transition(
 
     from .analysis.transition import fit_transition
 
-    if not points.is_file():
-        raise UserError(f"points file {str(points)!r} not found")
-    try:
-        df = pd.read_csv(points)
-    except Exception as e:
-        raise UserError(f"cannot read {str(points)!r} as CSV: {e}") from None
-    missing = {"params", "accuracy"} - set(df.columns)
-    if missing:
-        raise UserError(f"{str(points)!r} lacks column(s) {', '.join(sorted(missing))}")
+    df = _read_table(points, {"params", "accuracy"})
     if len(df) < 4 or df.params.nunique() < 2:
         raise UserError("need at least 4 points at 2 or more sizes")
     t = fit_transition(df.params, df.accuracy, df.seed if "seed" in df else None, n_boot=n_boot, frac=frac,
                        learned_floor=learned_floor)
     typer.echo(json.dumps(t.to_dict(), indent=2))
+
+
+def _read_table(path: Path, columns: set[str]):
+    import pandas as pd
+
+    if not path.is_file():
+        raise UserError(f"file {str(path)!r} not found")
+    try:
+        df = pd.read_csv(path)
+    except Exception as e:
+        raise UserError(f"cannot read {str(path)!r} as CSV: {e}") from None
+    missing = columns - set(df.columns)
+    if missing:
+        raise UserError(f"{str(path)!r} lacks column(s) {', '.join(sorted(missing))}")
+    return df
+
+
+@app.command()
+def ratios(
+    results: Path = typer.Argument(..., help="a results.csv that `analyze` wrote (one row per run and target op)"),
+    n_boot: int = typer.Option(500, help="bootstrap replicates per transition"),
+):
+    """Transitions and joint-benefit ratios from a results table alone (no run directories
+    needed); prints both tables as CSV."""
+    from .analysis.sweep_analysis import ratios as ratio_table
+    from .analysis.sweep_analysis import transitions
+
+    df = _read_table(results, {"mixture", "target_op", "params", "accuracy", "seed", "width"})
+    trans, fits = transitions(df, n_boot=n_boot)
+    typer.echo(trans.to_csv(index=False))
+    typer.echo(ratio_table(fits).to_csv(index=False))
 
 
 @app.command()

@@ -145,7 +145,7 @@ def fit_transition(params, acc, seeds=None, n_boot: int = 500, seed: int = 0, fr
     return Transition(fit, lo, hi, len(params), len(uniq), boots)
 
 
-def joint_benefit(alone: Transition, joint: Transition, level: float = 0.95) -> dict:
+def joint_benefit(alone: Transition, joint: Transition, level: float = 0.95, seed: int = 0) -> dict:
     """ratio = P*(target alone) / P*(target within the mixture), with a bootstrap interval.
     When one side is censored the ratio is a bound ("kind": "lower" means "> ratio")."""
     a, j = alone.fit, joint.fit
@@ -162,12 +162,16 @@ def joint_benefit(alone: Transition, joint: Transition, level: float = 0.95) -> 
         kind, ratio = "upper", a.p_min / j.p_star
     else:
         kind = "undetermined"  # both censored on the same side: the sweep says nothing
-    n = min(len(alone.boot_log_p_star), len(joint.boot_log_p_star))
+    # Unpaired: seed s of one mixture is no natural partner of seed s of another, so each
+    # replicate of the ratio draws one bootstrap replicate of each side independently.
+    a_boot, j_boot = alone.boot_log_p_star, joint.boot_log_p_star
     lo = hi = None
-    if n:
+    if len(a_boot) and len(j_boot):
+        rng = np.random.default_rng(seed)
+        n = max(len(a_boot), len(j_boot))
         with np.errstate(invalid="ignore"):
-            diff = alone.boot_log_p_star[:n] - joint.boot_log_p_star[:n]
-        diff = diff[~np.isnan(diff)]
+            diff = rng.choice(a_boot, n) - rng.choice(j_boot, n)
+        diff = diff[~np.isnan(diff)]  # both censored on the same side: no information
         lo, hi = _interval(diff, level)
     verdict = "undetermined"
     if lo is not None and hi is not None:

@@ -7,6 +7,8 @@ mixtures = ["MAX", "MAX+MIN"]     # each mixture is trained; "+" joins operation
 targets = ["MAX"]                 # ops whose held-out accuracy is tabulated (default: each mixture's ops)
 widths = [8, 16]                  # or {min = 8, max = 256, num = 6} for a log range
 seeds = [0, 1]                    # or an integer n for 0..n-1
+budget = "steps"                  # "steps": every run trains base.train.steps; "exposure": a mixture
+                                  # of k ops trains k x steps, so it sees each op about as often as alone
 [base]                            # a run config (see configs/); task.ops, model.width and seed are set per run
 task = { modulus = 5, max_depth = 1 }
 train = { steps = 200 }
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ValidationError, field_validator, model_validator
@@ -48,6 +50,9 @@ class SweepSpec(Strict):
     targets: Optional[list[str]] = None
     widths: Union[list[int], LogRange]
     seeds: Union[list[int], int] = 1
+    # "steps": equal compute for every mixture (a k-op mixture sees its target in ~1/k of its
+    # examples); "exposure": k x the steps, so the target is seen about as often as alone
+    budget: Literal["steps", "exposure"] = "steps"
     transfer: Optional[TransferSpec] = None
 
     @field_validator("mixtures")
@@ -156,7 +161,10 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
         targets = s.targets or ops
         for width in (widths or s.width_list()):
             for seed in s.seed_list():
-                cfg = _run_config(exp, ops, width, seed, targets)
+                steps = None
+                if s.budget == "exposure":
+                    steps = len(ops) * _run_config(exp, ops, width, seed, targets).train.steps
+                cfg = _run_config(exp, ops, width, seed, targets, steps=steps)
                 runs.append(PlannedRun(run_id=cfg.run_id(), mixture=mixture, width=width, seed=seed,
                                        targets=targets, config=cfg))
                 if s.transfer:  # the same run started from a model pretrained on another mixture

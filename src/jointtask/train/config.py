@@ -32,7 +32,7 @@ class TrainConfig(Strict):
     # examples: each example padded on its own; windows: the naive baseline, `batch_size`
     # windows of `window` tokens cut from the concatenated samples (loss_on must be "all")
     packing: Literal["examples", "windows"] = "examples"
-    pack: int = 64  # examples: pack them into rows of this many tokens when padding would waste >1/3; 0: never
+    pack: int = 64  # examples: pack them into rows of this many tokens (2x, 4x.. for longer ones) when padding would waste >1/3; 0: never
     window: int = 128
     eval_every: int = 500
     checkpoint_every: int = 500
