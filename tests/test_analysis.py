@@ -97,6 +97,29 @@ def test_transition_cli(tmp_path):
     assert r.returncode == 2 and "accuracy" in r.stderr
 
 
+def test_ratios_cli_from_a_results_table(tmp_path):
+    import io
+
+    import pandas as pd
+
+    rows = []
+    for mixture, truth, rng in (("ADD", 1e5, 3), ("ADD+MAX", 2e4, 4)):
+        P, A, S = planted(truth, rng=np.random.default_rng(rng))
+        rows += [{"mixture": mixture, "target_op": "ADD", "params": p, "accuracy": a, "seed": s, "width": int(p)}
+                 for p, a, s in zip(P, A, S)]
+    f = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(f, index=False)
+    r = run_cli("ratios", f, "--n-boot", "60")
+    assert r.returncode == 0, r.stderr
+    trans, ratios = (pd.read_csv(io.StringIO(t)) for t in r.stdout.strip().split("\n\n"))
+    assert sorted(trans.mixture) == ["ADD", "ADD+MAX"]
+    row = ratios.iloc[0]
+    assert row.mixture == "ADD+MAX" and 4 < row.ratio < 6.5 and row.verdict == "benefit"
+    pd.DataFrame(rows).drop(columns="seed").to_csv(f, index=False)
+    r = run_cli("ratios", f)
+    assert r.returncode == 2 and "seed" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_planted_parity_clusters_are_found():
     rng = np.random.default_rng(0)
     n, d = 20, 32
