@@ -140,8 +140,6 @@ def transition(
     learned_floor: float = typer.Option(0.8, help="an asymptote below this means no transition"),
 ):
     """Fit a learning transition to (params, accuracy) points; prints JSON."""
-    import pandas as pd
-
     from .analysis.transition import fit_transition
 
     df = _read_table(points, {"params", "accuracy"})

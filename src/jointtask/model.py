@@ -69,8 +69,8 @@ class Packing:
 
     Tokens are laid out flat ([N] ids, [N, width] activations), group after group; group g holds
     `rows[g]` rows of `widths[g]` tokens, and `masks[g]` ([rows, 1, w, w], additive: 0 or -inf) is
-    block-diagonal and causal, so no example sees another. Rows come in a few widths because
-    attention costs rows x width^2: short examples packed into short rows attend over less.
+    block-diagonal and causal, so no example sees another. Rows come in a few widths so that a
+    few long examples get wide rows without widening every row of the batch.
     """
 
     rows: list[int]

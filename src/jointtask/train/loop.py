@@ -51,7 +51,7 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
 
 @dataclass
 class Batch:
-    inputs: torch.Tensor  # [B, T]
+    inputs: torch.Tensor  # [B, T], or flat [N] when packed
     targets: torch.Tensor  # [K] the tokens to predict
     positions: torch.Tensor  # [K] flat indices into B*T where the loss is taken
     n_tokens: int  # tokens processed (non-padding inputs)
