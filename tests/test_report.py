@@ -81,5 +81,8 @@ def test_reproduce_writes_claim_verdicts(tmp_path):
     assert "C1: " in r.stdout and "C2: " in r.stdout
     html = (tmp_path / "q" / "report" / "index.html").read_text()
     assert "<h2>Claims</h2>" in html and "ADD+MAX+MED lowers" in html
+    # 60 steps cannot show a joint benefit; the report must say why
+    assert "C2: reproduced" not in r.stdout
+    assert "Why C2 may not show here" in html and "same 60 steps" in html
     bad = run_cli("reproduce", "nosuch", "--out", tmp_path / "n")
     assert bad.returncode == 2 and "unknown preset 'nosuch'" in bad.stderr
