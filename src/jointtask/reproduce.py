@@ -14,7 +14,7 @@ import pandas as pd
 from .errors import UserError
 from .report import write_report
 from .sweep.executors import make_executor
-from .sweep.experiment import load_experiment
+from .sweep.experiment import load_experiment, plan
 from .sweep.progress import SweepProgress
 from .sweep.runner import run_sweep
 
@@ -68,7 +68,7 @@ def c2_caveat(exp, verdicts: list[dict]) -> str:
     c2 = next((v for v in verdicts if v["claim"] == "C2"), None)
     if c2 is None or c2["verdict"] == "reproduced":
         return ""
-    steps = exp.base.get("train", {}).get("steps")
+    steps = plan(exp)[0].config.train.steps  # the base budget, defaults included
     if exp.sweep.budget == "steps":
         budget = (f"Every run trains the same {steps} steps, so ADD+MAX+MED sees ADD in about a third of its "
                   "examples: equal compute, not equal ADD data. <code>sweep.budget = \"exposure\"</code> "
