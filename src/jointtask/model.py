@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import model_validator
 
+from . import segment_attention
 from .schema import Strict
 
 
@@ -68,14 +69,32 @@ class Packing:
     """Whole examples packed into rows, for training without padding.
 
     Tokens are laid out flat ([N] ids, [N, width] activations), group after group; group g holds
-    `rows[g]` rows of `widths[g]` tokens, and `masks[g]` ([rows, 1, w, w], additive: 0 or -inf) is
-    block-diagonal and causal, so no example sees another. Rows come in a few widths so that a
-    few long examples get wide rows without widening every row of the batch.
+    `rows[g]` rows of `widths[g]` tokens. Rows come in a few widths so that a few long examples
+    get wide rows without widening every row of the batch. `segment` ([N]) numbers the example
+    each token belongs to (-1 for padding); `start` ([N]) is the flat index of the first token of
+    its example (a padding token's own index). Attention stays inside an example: on the CPU a
+    kernel reads `start` (segment_attention.py); elsewhere SDPA takes `masks()`.
     """
 
     rows: list[int]
     widths: list[int]
-    masks: list[torch.Tensor]
+    start: torch.Tensor
+    segment: torch.Tensor
+    _masks: list[torch.Tensor] | None = None
+
+    def masks(self) -> list[torch.Tensor]:
+        """Per group, [rows, 1, w, w] additive masks (0 or -inf), block-diagonal and causal: no
+        example sees another; padding shares segment -1, so it attends to itself, never to an
+        example. Built on first use (the CPU kernel needs none)."""
+        if self._masks is None:
+            self._masks, begin = [], 0
+            for n_rows, w in zip(self.rows, self.widths):
+                s = self.segment[begin: begin + n_rows * w].view(n_rows, w)
+                begin += n_rows * w
+                causal = torch.ones(w, w, dtype=torch.bool, device=s.device).tril()
+                allowed = (s[:, :, None] == s[:, None, :]) & causal
+                self._masks.append(torch.where(allowed, 0.0, float("-inf")).unsqueeze(1))
+        return self._masks
 
 
 class Attention(nn.Module):
@@ -100,8 +119,10 @@ class Attention(nn.Module):
         qkv = self.qkv(x)
         if packing is None:  # [B, T, C]
             return self.proj(self._attend(qkv, x.shape[0], x.shape[1]))
-        out, start = [], 0  # flat [N, C]: each group of rows attends on its own
-        for rows, T, mask in zip(packing.rows, packing.widths, packing.masks):
+        if segment_attention.usable(qkv):  # flat [N, C], each token sees its own example only
+            return self.proj(segment_attention.segment_attention(qkv, packing.start, self.heads))
+        out, start = [], 0  # each group of rows attends on its own, masked
+        for rows, T, mask in zip(packing.rows, packing.widths, packing.masks()):
             out.append(self._attend(qkv[start: start + rows * T], rows, T, mask).view(rows * T, -1))
             start += rows * T
         return self.proj(out[0] if len(out) == 1 else torch.cat(out))

@@ -116,16 +116,12 @@ def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: i
     inputs[dest] = train.ids[idx[example], t]
     nxt[dest] = train.ids[idx[example], t + 1]
     pos[dest], seg[dest], lossmask[dest] = t, example, t >= starts[example]
-    masks, start, seg_t = [], 0, torch.from_numpy(seg)
-    for n_rows, w in zip(rows, widths):
-        s = seg_t[start: start + n_rows * w].view(n_rows, w)
-        start += n_rows * w
-        # padding shares segment -1, so it attends to itself and never to an example
-        allowed = (s[:, :, None] == s[:, None, :]) & torch.ones(w, w, dtype=torch.bool).tril()
-        masks.append(torch.where(allowed, 0.0, float("-inf")).unsqueeze(1).to(device))
+    example_start = np.arange(N)  # flat index of each token's example's first token; padding: its own
+    example_start[dest] = np.repeat(row_start[row] + offset, lengths)
     flat = torch.from_numpy(lossmask).nonzero().squeeze(1)
+    packing = Packing(rows, widths, torch.from_numpy(example_start).to(device), torch.from_numpy(seg).to(device))
     return Batch(torch.from_numpy(inputs).to(device), torch.from_numpy(nxt)[flat].to(device), flat.to(device),
-                 int(lengths.sum()), torch.from_numpy(pos).to(device), Packing(rows, widths, masks))
+                 int(lengths.sum()), torch.from_numpy(pos).to(device), packing)
 
 
 def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int, window: int, device) -> Batch:
