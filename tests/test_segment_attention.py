@@ -86,3 +86,15 @@ def test_packed_training_step_is_the_same_with_the_kernel_and_with_sdpa_masks(mo
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
     assert abs(losses[0] - losses[1]) < 1e-5
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_the_sdpa_path_can_be_forced_from_the_environment():
+    import os
+    import subprocess
+    import sys
+
+    code = ("import torch; from jointtask import segment_attention as s; "
+            "print(s.kernel() is None, s.usable(torch.zeros(1)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "JOINTTASK_ATTENTION": "sdpa"})
+    assert out.stdout.split() == ["True", "False"]
