@@ -63,6 +63,13 @@ struct Segment {  // per-segment work buffers, grown as needed
     for (int64_t j = 0; j < L; ++j)
       for (int64_t d = 0; d < D; ++d) o[d * nc * W + j] = r[j * Dv * W + d];
   }
+  // head h of the segment starting at s0: q, k, v rows, and the keys transposed
+  void load_qkv(const float* X, int64_t C, int64_t h, int64_t s0) {
+    load(q, X, 3 * C, h * D, s0);
+    load(k, X, 3 * C, C + h * D, s0);
+    load(v, X, 3 * C, 2 * C + h * D, s0);
+    transpose(k, kt);
+  }
   // scores of query row a (scaled) against key chunk c of the transposed keys, 4 partial sums
   static inline v16 dot_chunk(const float* a, const v16* t, int64_t nc, int64_t c, int64_t D, float scale) {
     v16 s0{}, s1{}, s2{}, s3{};
@@ -85,7 +92,7 @@ static inline int64_t segment_end(const int64_t* S, int64_t s0, int64_t N) {
 static inline i16 lanes() { i16 l; for (int w = 0; w < W; ++w) l[w] = w; return l; }
 
 static void forward(const float* X, const int64_t* S, float* O, float* LSE, int64_t N, int64_t C, int64_t heads) {
-  const int64_t D = C / heads, C3 = 3 * C;
+  const int64_t D = C / heads;
   const float scale = 1.0f / std::sqrt((float)D);
   const i16 lane = lanes();
   Segment b;
@@ -94,10 +101,7 @@ static void forward(const float* X, const int64_t* S, float* O, float* LSE, int6
     b.fit(e - s0, D);
     const int64_t L = b.L, nc = b.nc, Dv = b.Dv;
     for (int64_t h = 0; h < heads; ++h) {
-      b.load(b.q, X, C3, h * D, s0);
-      b.load(b.k, X, C3, C + h * D, s0);
-      b.load(b.v, X, C3, 2 * C + h * D, s0);
-      b.transpose(b.k, b.kt);
+      b.load_qkv(X, C, h, s0);
       for (int64_t i = 0; i < L; ++i) {  // probabilities, row by row
         const int64_t ci = i / W + 1;
         const float* q = reinterpret_cast<const float*>(&b.q[i * Dv]);
@@ -143,11 +147,8 @@ static void backward(const float* X, const float* dO, const float* O, const floa
     b.fit(e - s0, D);
     const int64_t L = b.L, nc = b.nc, Dv = b.Dv;
     for (int64_t h = 0; h < heads; ++h) {
-      b.load(b.q, X, C3, h * D, s0);
-      b.load(b.k, X, C3, C + h * D, s0);
-      b.load(b.v, X, C3, 2 * C + h * D, s0);
+      b.load_qkv(X, C, h, s0);
       b.load(b.go, dO, C, h * D, s0);
-      b.transpose(b.k, b.kt);
       b.transpose(b.v, b.vt);
       for (int64_t i = 0; i < L; ++i) {  // probabilities p and score gradients g, row by row
         const int64_t ci = i / W + 1, t = s0 + i;
