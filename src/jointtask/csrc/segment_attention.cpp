@@ -89,6 +89,22 @@ static inline int64_t segment_end(const int64_t* S, int64_t s0, int64_t N) {
   return e;
 }
 
+// Calls body(s0, h) for every segment (its first token s0) and head h, with b fitted to the
+// segment and holding its q, k, v rows and transposed keys.
+template <class Body>
+static void each_segment_head(const float* X, const int64_t* S, int64_t N, int64_t C, int64_t heads, Segment& b,
+                              Body body) {
+  for (int64_t s0 = 0; s0 < N;) {
+    const int64_t e = segment_end(S, s0, N);
+    b.fit(e - s0, C / heads);
+    for (int64_t h = 0; h < heads; ++h) {
+      b.load_qkv(X, C, h, s0);
+      body(s0, h);
+    }
+    s0 = e;
+  }
+}
+
 static inline i16 lanes() { i16 l; for (int w = 0; w < W; ++w) l[w] = w; return l; }
 
 static void forward(const float* X, const int64_t* S, float* O, float* LSE, int64_t N, int64_t C, int64_t heads) {
@@ -96,44 +112,38 @@ static void forward(const float* X, const int64_t* S, float* O, float* LSE, int6
   const float scale = 1.0f / std::sqrt((float)D);
   const i16 lane = lanes();
   Segment b;
-  for (int64_t s0 = 0; s0 < N;) {
-    const int64_t e = segment_end(S, s0, N);
-    b.fit(e - s0, D);
+  each_segment_head(X, S, N, C, heads, b, [&](int64_t s0, int64_t h) {
     const int64_t L = b.L, nc = b.nc, Dv = b.Dv;
-    for (int64_t h = 0; h < heads; ++h) {
-      b.load_qkv(X, C, h, s0);
-      for (int64_t i = 0; i < L; ++i) {  // probabilities, row by row
-        const int64_t ci = i / W + 1;
-        const float* q = reinterpret_cast<const float*>(&b.q[i * Dv]);
-        v16* p = &b.p[i * nc];
-        for (int64_t c = 0; c < ci; ++c) p[c] = Segment::dot_chunk(q, b.kt.data(), nc, c, D, scale);
-        p[ci - 1] = lane <= (int32_t)(i % W) ? p[ci - 1] : splat(-INFINITY);
-        float m = -INFINITY;
-        for (int64_t c = 0; c < ci; ++c) m = std::max(m, hmax(p[c]));
-        v16 l{};
-        for (int64_t c = 0; c < ci; ++c) p[c] = vexp(p[c] - m);
-        p[ci - 1] = lane <= (int32_t)(i % W) ? p[ci - 1] : v16{};  // vexp clamps -inf to e^-87, not 0
-        for (int64_t c = 0; c < ci; ++c) l += p[c];
-        const float sum = hsum(l);
-        const float inv = 1.f / sum;
-        for (int64_t c = 0; c < ci; ++c) p[c] *= inv;
-        LSE[(s0 + i) * heads + h] = m + std::log(sum);
-      }
-      for (int64_t i = 0; i < L; ++i) {  // outputs
-        const float* p = reinterpret_cast<const float*>(&b.p[i * nc]);
-        float* out = O + (s0 + i) * C + h * D;
-        for (int64_t dv = 0; dv < Dv; ++dv) {
-          v16 a0{}, a1{};
-          int64_t j = 0;
-          for (; j + 1 <= i; j += 2) { a0 += p[j] * b.v[j * Dv + dv]; a1 += p[j + 1] * b.v[(j + 1) * Dv + dv]; }
-          if (j <= i) a0 += p[j] * b.v[j * Dv + dv];
-          const v16 a = a0 + a1;
-          std::memcpy(out + dv * W, &a, std::min<int64_t>(W, D - dv * W) * sizeof(float));
-        }
+    for (int64_t i = 0; i < L; ++i) {  // probabilities, row by row
+      const int64_t ci = i / W + 1;
+      const float* q = reinterpret_cast<const float*>(&b.q[i * Dv]);
+      v16* p = &b.p[i * nc];
+      for (int64_t c = 0; c < ci; ++c) p[c] = Segment::dot_chunk(q, b.kt.data(), nc, c, D, scale);
+      p[ci - 1] = lane <= (int32_t)(i % W) ? p[ci - 1] : splat(-INFINITY);
+      float m = -INFINITY;
+      for (int64_t c = 0; c < ci; ++c) m = std::max(m, hmax(p[c]));
+      v16 l{};
+      for (int64_t c = 0; c < ci; ++c) p[c] = vexp(p[c] - m);
+      p[ci - 1] = lane <= (int32_t)(i % W) ? p[ci - 1] : v16{};  // vexp clamps -inf to e^-87, not 0
+      for (int64_t c = 0; c < ci; ++c) l += p[c];
+      const float sum = hsum(l);
+      const float inv = 1.f / sum;
+      for (int64_t c = 0; c < ci; ++c) p[c] *= inv;
+      LSE[(s0 + i) * heads + h] = m + std::log(sum);
+    }
+    for (int64_t i = 0; i < L; ++i) {  // outputs
+      const float* p = reinterpret_cast<const float*>(&b.p[i * nc]);
+      float* out = O + (s0 + i) * C + h * D;
+      for (int64_t dv = 0; dv < Dv; ++dv) {
+        v16 a0{}, a1{};
+        int64_t j = 0;
+        for (; j + 1 <= i; j += 2) { a0 += p[j] * b.v[j * Dv + dv]; a1 += p[j + 1] * b.v[(j + 1) * Dv + dv]; }
+        if (j <= i) a0 += p[j] * b.v[j * Dv + dv];
+        const v16 a = a0 + a1;
+        std::memcpy(out + dv * W, &a, std::min<int64_t>(W, D - dv * W) * sizeof(float));
       }
     }
-    s0 = e;
-  }
+  });
 }
 
 static void backward(const float* X, const float* dO, const float* O, const float* LSE, const int64_t* S,
@@ -142,61 +152,55 @@ static void backward(const float* X, const float* dO, const float* O, const floa
   const float scale = 1.0f / std::sqrt((float)D);
   const i16 lane = lanes();
   Segment b;
-  for (int64_t s0 = 0; s0 < N;) {
-    const int64_t e = segment_end(S, s0, N);
-    b.fit(e - s0, D);
+  each_segment_head(X, S, N, C, heads, b, [&](int64_t s0, int64_t h) {
     const int64_t L = b.L, nc = b.nc, Dv = b.Dv;
-    for (int64_t h = 0; h < heads; ++h) {
-      b.load_qkv(X, C, h, s0);
-      b.load(b.go, dO, C, h * D, s0);
-      b.transpose(b.v, b.vt);
-      for (int64_t i = 0; i < L; ++i) {  // probabilities p and score gradients g, row by row
-        const int64_t ci = i / W + 1, t = s0 + i;
-        const float* q = reinterpret_cast<const float*>(&b.q[i * Dv]);
-        const float* go = reinterpret_cast<const float*>(&b.go[i * Dv]);
-        const float* o = O + t * C + h * D;
-        float Di = 0.f;
-        for (int64_t d = 0; d < D; ++d) Di += go[d] * o[d];
-        const float lse = LSE[t * heads + h];
-        for (int64_t c = 0; c < ci; ++c) {
-          v16 p = vexp(Segment::dot_chunk(q, b.kt.data(), nc, c, D, scale) - lse);
-          if (c == ci - 1) p = lane <= (int32_t)(i % W) ? p : v16{};
-          b.p[i * nc + c] = p;
-          b.g[i * nc + c] = p * (Segment::dot_chunk(go, b.vt.data(), nc, c, D, 1.f) - Di) * scale;
-        }
-      }
-      for (int64_t i = 0; i < L; ++i) {  // dq_i = sum_j g_ij k_j
-        const float* g = reinterpret_cast<const float*>(&b.g[i * nc]);
-        float* dq = dX + (s0 + i) * C3 + h * D;
-        for (int64_t dv = 0; dv < Dv; ++dv) {
-          v16 a0{}, a1{};
-          int64_t j = 0;
-          for (; j + 1 <= i; j += 2) { a0 += g[j] * b.k[j * Dv + dv]; a1 += g[j + 1] * b.k[(j + 1) * Dv + dv]; }
-          if (j <= i) a0 += g[j] * b.k[j * Dv + dv];
-          const v16 a = a0 + a1;
-          std::memcpy(dq + dv * W, &a, std::min<int64_t>(W, D - dv * W) * sizeof(float));
-        }
-      }
-      for (int64_t j = 0; j < L; ++j) {  // dk_j = sum_i g_ij q_i, dv_j = sum_i p_ij do_i
-        const float* P = reinterpret_cast<const float*>(b.p.data());
-        const float* G = reinterpret_cast<const float*>(b.g.data());
-        const int64_t row = nc * W;
-        float* dk = dX + (s0 + j) * C3 + C + h * D;
-        float* dvo = dX + (s0 + j) * C3 + 2 * C + h * D;
-        for (int64_t dv = 0; dv < Dv; ++dv) {
-          v16 ak{}, av{};
-          for (int64_t i = j; i < L; ++i) {
-            ak += G[i * row + j] * b.q[i * Dv + dv];
-            av += P[i * row + j] * b.go[i * Dv + dv];
-          }
-          const int64_t n = std::min<int64_t>(W, D - dv * W) * sizeof(float);
-          std::memcpy(dk + dv * W, &ak, n);
-          std::memcpy(dvo + dv * W, &av, n);
-        }
+    b.load(b.go, dO, C, h * D, s0);
+    b.transpose(b.v, b.vt);
+    for (int64_t i = 0; i < L; ++i) {  // probabilities p and score gradients g, row by row
+      const int64_t ci = i / W + 1, t = s0 + i;
+      const float* q = reinterpret_cast<const float*>(&b.q[i * Dv]);
+      const float* go = reinterpret_cast<const float*>(&b.go[i * Dv]);
+      const float* o = O + t * C + h * D;
+      float Di = 0.f;
+      for (int64_t d = 0; d < D; ++d) Di += go[d] * o[d];
+      const float lse = LSE[t * heads + h];
+      for (int64_t c = 0; c < ci; ++c) {
+        v16 p = vexp(Segment::dot_chunk(q, b.kt.data(), nc, c, D, scale) - lse);
+        if (c == ci - 1) p = lane <= (int32_t)(i % W) ? p : v16{};
+        b.p[i * nc + c] = p;
+        b.g[i * nc + c] = p * (Segment::dot_chunk(go, b.vt.data(), nc, c, D, 1.f) - Di) * scale;
       }
     }
-    s0 = e;
-  }
+    for (int64_t i = 0; i < L; ++i) {  // dq_i = sum_j g_ij k_j
+      const float* g = reinterpret_cast<const float*>(&b.g[i * nc]);
+      float* dq = dX + (s0 + i) * C3 + h * D;
+      for (int64_t dv = 0; dv < Dv; ++dv) {
+        v16 a0{}, a1{};
+        int64_t j = 0;
+        for (; j + 1 <= i; j += 2) { a0 += g[j] * b.k[j * Dv + dv]; a1 += g[j + 1] * b.k[(j + 1) * Dv + dv]; }
+        if (j <= i) a0 += g[j] * b.k[j * Dv + dv];
+        const v16 a = a0 + a1;
+        std::memcpy(dq + dv * W, &a, std::min<int64_t>(W, D - dv * W) * sizeof(float));
+      }
+    }
+    for (int64_t j = 0; j < L; ++j) {  // dk_j = sum_i g_ij q_i, dv_j = sum_i p_ij do_i
+      const float* P = reinterpret_cast<const float*>(b.p.data());
+      const float* G = reinterpret_cast<const float*>(b.g.data());
+      const int64_t row = nc * W;
+      float* dk = dX + (s0 + j) * C3 + C + h * D;
+      float* dvo = dX + (s0 + j) * C3 + 2 * C + h * D;
+      for (int64_t dv = 0; dv < Dv; ++dv) {
+        v16 ak{}, av{};
+        for (int64_t i = j; i < L; ++i) {
+          ak += G[i * row + j] * b.q[i * Dv + dv];
+          av += P[i * row + j] * b.go[i * Dv + dv];
+        }
+        const int64_t n = std::min<int64_t>(W, D - dv * W) * sizeof(float);
+        std::memcpy(dk + dv * W, &ak, n);
+        std::memcpy(dvo + dv * W, &av, n);
+      }
+    }
+  });
 }
 
 }  // namespace segattn
