@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from jointtask import segment_attention
+from jointtask import cpu_kernels, segment_attention
 from jointtask.model import LoopedTransformer, ModelConfig
 
 
@@ -39,7 +39,7 @@ def random_segments(lengths, pad_every=3):
 
 
 def test_kernel_builds_here():
-    assert segment_attention.kernel() is not None, "the C++ kernel did not build: see the message above"
+    assert cpu_kernels.kernels() is not None, "the C++ kernel did not build: see the message above"
 
 
 @pytest.mark.parametrize("width,heads", [(16, 1), (24, 1), (40, 2), (6, 3), (128, 4)])
@@ -66,7 +66,7 @@ def test_kernel_rejects_starts_that_are_not_contiguous_segments():
         segment_attention.segment_attention(qkv, torch.tensor([0, 0, 0, 1]), 1)
 
 
-def test_packed_training_step_is_the_same_with_the_kernel_and_with_sdpa_masks(monkeypatch):
+def test_packed_training_step_is_the_same_with_the_kernels_and_with_sdpa_masks(monkeypatch):
     from jointtask.tasks import DataConfig, TaskConfig
     from jointtask.tasks.dataset import build_task_data, context_length
     from jointtask.train.loop import batch_indices, loss_on_batch, make_batch
@@ -77,7 +77,7 @@ def test_packed_training_step_is_the_same_with_the_kernel_and_with_sdpa_masks(mo
     assert b.packing is not None and len(b.packing.widths) > 1
     losses, grads = [], []
     for use_kernel in (True, False):
-        monkeypatch.setattr(segment_attention, "usable", lambda x, k=use_kernel: k)
+        monkeypatch.setattr(cpu_kernels, "usable", lambda x, k=use_kernel: k)
         torch.manual_seed(0)
         m = LoopedTransformer(ModelConfig(width=24, heads=2), len(d.vocab), context_length(task))
         loss = loss_on_batch(m, b)
@@ -88,13 +88,13 @@ def test_packed_training_step_is_the_same_with_the_kernel_and_with_sdpa_masks(mo
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
-def test_the_sdpa_path_can_be_forced_from_the_environment():
+def test_the_plain_pytorch_path_can_be_forced_from_the_environment():
     import os
     import subprocess
     import sys
 
-    code = ("import torch; from jointtask import segment_attention as s; "
-            "print(s.kernel() is None, s.usable(torch.zeros(1)))")
+    code = ("import torch; from jointtask import cpu_kernels as k; "
+            "print(k.kernels() is None, k.usable(torch.zeros(1)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "JOINTTASK_ATTENTION": "sdpa"})
+                         env={**os.environ, "JOINTTASK_KERNELS": "off"})
     assert out.stdout.split() == ["True", "False"]

@@ -8,7 +8,7 @@ AdamW on batches of 64 packed 128-token windows cut from the concatenated traini
 on every token.
 ours: the package's training step (whole examples packed into rows of 64, 128, ... tokens when
 padding would waste over a third of the batch, each token attending inside its own example via
-the CPU kernel of segment_attention.py, loss and output head only on the tokens after the first
+the C++ kernels of the fused trunk (fused_trunk.py), loss and output head only on the tokens after the first
 '=', batch 256), as `jointtask train` runs it, batch building included.
 Tokens/s counts input tokens that are not padding. FLOPs per token: 6 x (weights applied per
 token, with the block counted once per pass) + 6 x passes x context x width for attention, where
@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fileio import atomic_write_json
-from . import segment_attention
+from . import cpu_kernels
 from .model import LoopedTransformer, ModelConfig
 from .tasks.dataset import build_task_data, context_length
 from .tasks.spec import DataConfig, TaskConfig
@@ -143,7 +143,7 @@ def bench_width(width: int, task: TaskConfig, data, seconds: float) -> dict:
     return {"ours_tok_s": ours_tok_s, "naive_tok_s": naive_tok_s, "ratio": ours_tok_s / naive_tok_s,
             "ours_flops": ours_tok_s * flops_per_token(ours, float(np.mean(contexts))),
             "naive_flops": naive_tok_s * flops_per_token(ours, 64.5),  # causal 128-token windows
-            "attention": "segment kernel" if segment_attention.usable(torch.zeros(1)) else "sdpa with masks"}
+            "kernels": "fused trunk (C++)" if cpu_kernels.usable(torch.zeros(1)) else "off: PyTorch ops, SDPA with masks"}
 
 
 def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:

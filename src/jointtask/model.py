@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import model_validator
 
-from . import segment_attention
+from . import cpu_kernels, segment_attention
+from .fused_trunk import fused_trunk
 from .schema import Strict
 
 
@@ -73,7 +74,7 @@ class Packing:
     get wide rows without widening every row of the batch. `segment` ([N]) numbers the example
     each token belongs to (-1 for padding); `start` ([N]) is the flat index of the first token of
     its example (a padding token's own index). Attention stays inside an example: on the CPU a
-    kernel reads `start` (segment_attention.py); elsewhere SDPA takes `masks()`.
+    kernel reads `start` (segment_attention.py, fused_trunk.py); elsewhere SDPA takes `masks()`.
     """
 
     rows: list[int]
@@ -119,7 +120,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x)
         if packing is None:  # [B, T, C]
             return self.proj(self._attend(qkv, x.shape[0], x.shape[1]))
-        if segment_attention.usable(qkv):  # flat [N, C], each token sees its own example only
+        if cpu_kernels.usable(qkv):  # flat [N, C], each token sees its own example only
             return self.proj(segment_attention.segment_attention(qkv, packing.start, self.heads))
         out, start = [], 0  # each group of rows attends on its own, masked
         for rows, T, mask in zip(packing.rows, packing.widths, packing.masks()):
@@ -193,6 +194,11 @@ class LoopedTransformer(nn.Module):
                 raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.max_len}")
             pos = torch.arange(T, device=idx.device)
         x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
+        if packing is not None and cpu_kernels.usable(x) and not self._pass_hooks_attached():
+            # the same computation with fewer sweeps over memory (fused_trunk.py; measured in
+            # docs/performance.md); the pass hook points are not called there, hence the condition
+            return fused_trunk(x, packing.start, self.cfg.heads, self.cfg.recurrence, self.ln_final.eps,
+                               self.blocks, self.ln_final)
         p = 0
         for _ in range(self.cfg.recurrence):
             for block in self.blocks:
@@ -205,6 +211,13 @@ class LoopedTransformer(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.head(self.residual(idx))
+
+    def _pass_hooks_attached(self) -> bool:
+        from torch.nn.modules import module as m
+
+        if m._global_forward_hooks or m._global_forward_pre_hooks:
+            return True
+        return any(h._forward_hooks or h._forward_pre_hooks for h in self.passes.modules())
 
     def hook_points(self) -> dict[str, HookPoint]:
         return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}

@@ -9,35 +9,10 @@
 // of memory across loop iterations: both measured as the bottlenecks of simpler versions).
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <vector>
 
-#include <torch/extension.h>
+#include "kernels.h"
 
-namespace segattn {
-
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t i16 __attribute__((vector_size(64)));
-constexpr int64_t W = 16;
-
-static inline v16 splat(float x) { return v16{} + x; }
-static inline float hsum(v16 v) { float s = 0.f; for (int w = 0; w < W; ++w) s += v[w]; return s; }
-static inline float hmax(v16 v) { float m = v[0]; for (int w = 1; w < W; ++w) m = std::max(m, v[w]); return m; }
-
-// exp on 16 lanes: 2^n * e^f with |f| <= ln2/2, degree-6 Taylor polynomial (relative error ~2e-7)
-static inline v16 vexp(v16 x) {
-  x = x < splat(-87.f) ? splat(-87.f) : x;
-  x = x > splat(88.f) ? splat(88.f) : x;
-  const i16 ni = __builtin_convertvector(x * 1.44269504f + (x < 0 ? -0.5f : 0.5f), i16);
-  const v16 n = __builtin_convertvector(ni, v16);
-  const v16 f = x - n * 0.693359375f + n * 2.12194440e-4f;
-  v16 p = splat(1.0f / 720) * f + 1.0f / 120;
-  p = p * f + 1.0f / 24; p = p * f + 1.0f / 6; p = p * f + 0.5f; p = p * f + 1.0f; p = p * f + 1.0f;
-  const i16 bits = (ni + 127) << 23;
-  v16 two_n; std::memcpy(&two_n, &bits, sizeof two_n);
-  return p * two_n;
-}
+namespace jtk {
 
 struct Segment {  // per-segment work buffers, grown as needed
   int64_t L = 0, nc = 0, D = 0, Dv = 0;
@@ -48,14 +23,20 @@ struct Segment {  // per-segment work buffers, grown as needed
     for (auto* b : {&kt, &vt}) if ((int64_t)b->size() < D * nc) b->resize(D * nc);
     for (auto* b : {&p, &g}) if ((int64_t)b->size() < L * nc) b->resize(L * nc);
   }
-  // rows [s0, s0+L) of the D columns from `col` of a row-major matrix with `stride` columns
-  void load(std::vector<v16>& out, const float* X, int64_t stride, int64_t col, int64_t s0) const {
-    for (int64_t j = 0; j < L; ++j) {
-      float* dst = reinterpret_cast<float*>(out.data() + j * Dv);
-      std::memcpy(dst, X + (s0 + j) * stride + col, D * sizeof(float));
-      std::fill(dst + D, dst + Dv * W, 0.f);
-    }
+  // rows [s0, s0+L) of the D columns from `col` of a row-major matrix with `stride` columns,
+  // plus bias[col ..] when there is a bias; zeros beyond D
+  void load(std::vector<v16>& out, const float* X, int64_t stride, int64_t col, int64_t s0,
+            const float* bias = nullptr) const {
+    v16 b[16] = {};  // the bias's vectors (D <= 256 when there is a bias: checked by the caller)
+    if (bias)
+      for (int64_t dv = 0; dv < Dv; ++dv) b[dv] = load_part(bias + col + dv * W, width(dv));
+    for (int64_t j = 0; j < L; ++j)
+      for (int64_t dv = 0; dv < Dv; ++dv) {
+        v16 x = load_part(X + (s0 + j) * stride + col + dv * W, width(dv));
+        out[j * Dv + dv] = bias ? x + b[dv] : x;
+      }
   }
+  int64_t width(int64_t dv) const { return std::min<int64_t>(W, D - dv * W); }
   void transpose(const std::vector<v16>& rows, std::vector<v16>& out) const {
     float* o = reinterpret_cast<float*>(out.data());
     const float* r = reinterpret_cast<const float*>(rows.data());
@@ -64,10 +45,10 @@ struct Segment {  // per-segment work buffers, grown as needed
       for (int64_t d = 0; d < D; ++d) o[d * nc * W + j] = r[j * Dv * W + d];
   }
   // head h of the segment starting at s0: q, k, v rows, and the keys transposed
-  void load_qkv(const float* X, int64_t C, int64_t h, int64_t s0) {
-    load(q, X, 3 * C, h * D, s0);
-    load(k, X, 3 * C, C + h * D, s0);
-    load(v, X, 3 * C, 2 * C + h * D, s0);
+  void load_qkv(const float* X, const float* bias, int64_t C, int64_t h, int64_t s0) {
+    load(q, X, 3 * C, h * D, s0, bias);
+    load(k, X, 3 * C, C + h * D, s0, bias);
+    load(v, X, 3 * C, 2 * C + h * D, s0, bias);
     transpose(k, kt);
   }
   // scores of query row a (scaled) against key chunk c of the transposed keys, 4 partial sums
@@ -92,13 +73,13 @@ static inline int64_t segment_end(const int64_t* S, int64_t s0, int64_t N) {
 // Calls body(s0, h) for every segment (its first token s0) and head h, with b fitted to the
 // segment and holding its q, k, v rows and transposed keys.
 template <class Body>
-static void each_segment_head(const float* X, const int64_t* S, int64_t N, int64_t C, int64_t heads, Segment& b,
-                              Body body) {
+static void each_segment_head(const float* X, const float* bias, const int64_t* S, int64_t N, int64_t C,
+                              int64_t heads, Segment& b, Body body) {
   for (int64_t s0 = 0; s0 < N;) {
     const int64_t e = segment_end(S, s0, N);
     b.fit(e - s0, C / heads);
     for (int64_t h = 0; h < heads; ++h) {
-      b.load_qkv(X, C, h, s0);
+      b.load_qkv(X, bias, C, h, s0);
       body(s0, h);
     }
     s0 = e;
@@ -107,12 +88,13 @@ static void each_segment_head(const float* X, const int64_t* S, int64_t N, int64
 
 static inline i16 lanes() { i16 l; for (int w = 0; w < W; ++w) l[w] = w; return l; }
 
-static void forward(const float* X, const int64_t* S, float* O, float* LSE, int64_t N, int64_t C, int64_t heads) {
+static void forward(const float* X, const float* bias, const int64_t* S, float* O, float* LSE, int64_t N, int64_t C,
+                    int64_t heads) {
   const int64_t D = C / heads;
   const float scale = 1.0f / std::sqrt((float)D);
   const i16 lane = lanes();
   Segment b;
-  each_segment_head(X, S, N, C, heads, b, [&](int64_t s0, int64_t h) {
+  each_segment_head(X, bias, S, N, C, heads, b, [&](int64_t s0, int64_t h) {
     const int64_t L = b.L, nc = b.nc, Dv = b.Dv;
     for (int64_t i = 0; i < L; ++i) {  // probabilities, row by row
       const int64_t ci = i / W + 1;
@@ -139,20 +121,19 @@ static void forward(const float* X, const int64_t* S, float* O, float* LSE, int6
         int64_t j = 0;
         for (; j + 1 <= i; j += 2) { a0 += p[j] * b.v[j * Dv + dv]; a1 += p[j + 1] * b.v[(j + 1) * Dv + dv]; }
         if (j <= i) a0 += p[j] * b.v[j * Dv + dv];
-        const v16 a = a0 + a1;
-        std::memcpy(out + dv * W, &a, std::min<int64_t>(W, D - dv * W) * sizeof(float));
+        store_part(out + dv * W, a0 + a1, b.width(dv));
       }
     }
   });
 }
 
-static void backward(const float* X, const float* dO, const float* O, const float* LSE, const int64_t* S,
-                     float* dX, int64_t N, int64_t C, int64_t heads) {
+static void backward(const float* X, const float* bias, const float* dO, const float* O, const float* LSE,
+                     const int64_t* S, float* dX, int64_t N, int64_t C, int64_t heads) {
   const int64_t D = C / heads, C3 = 3 * C;
   const float scale = 1.0f / std::sqrt((float)D);
   const i16 lane = lanes();
   Segment b;
-  each_segment_head(X, S, N, C, heads, b, [&](int64_t s0, int64_t h) {
+  each_segment_head(X, bias, S, N, C, heads, b, [&](int64_t s0, int64_t h) {
     const int64_t L = b.L, nc = b.nc, Dv = b.Dv;
     b.load(b.go, dO, C, h * D, s0);
     b.transpose(b.v, b.vt);
@@ -160,9 +141,9 @@ static void backward(const float* X, const float* dO, const float* O, const floa
       const int64_t ci = i / W + 1, t = s0 + i;
       const float* q = reinterpret_cast<const float*>(&b.q[i * Dv]);
       const float* go = reinterpret_cast<const float*>(&b.go[i * Dv]);
-      const float* o = O + t * C + h * D;
-      float Di = 0.f;
-      for (int64_t d = 0; d < D; ++d) Di += go[d] * o[d];
+      v16 dot{};
+      for (int64_t dv = 0; dv < Dv; ++dv) dot += b.go[i * Dv + dv] * load_part(O + t * C + h * D + dv * W, b.width(dv));
+      const float Di = hsum(dot);
       const float lse = LSE[t * heads + h];
       for (int64_t c = 0; c < ci; ++c) {
         v16 p = vexp(Segment::dot_chunk(q, b.kt.data(), nc, c, D, scale) - lse);
@@ -179,8 +160,7 @@ static void backward(const float* X, const float* dO, const float* O, const floa
         int64_t j = 0;
         for (; j + 1 <= i; j += 2) { a0 += g[j] * b.k[j * Dv + dv]; a1 += g[j + 1] * b.k[(j + 1) * Dv + dv]; }
         if (j <= i) a0 += g[j] * b.k[j * Dv + dv];
-        const v16 a = a0 + a1;
-        std::memcpy(dq + dv * W, &a, std::min<int64_t>(W, D - dv * W) * sizeof(float));
+        store_part(dq + dv * W, a0 + a1, b.width(dv));
       }
     }
     for (int64_t j = 0; j < L; ++j) {  // dk_j = sum_i g_ij q_i, dv_j = sum_i p_ij do_i
@@ -195,54 +175,61 @@ static void backward(const float* X, const float* dO, const float* O, const floa
           ak += G[i * row + j] * b.q[i * Dv + dv];
           av += P[i * row + j] * b.go[i * Dv + dv];
         }
-        const int64_t n = std::min<int64_t>(W, D - dv * W) * sizeof(float);
-        std::memcpy(dk + dv * W, &ak, n);
-        std::memcpy(dvo + dv * W, &av, n);
+        store_part(dk + dv * W, ak, b.width(dv));
+        store_part(dvo + dv * W, av, b.width(dv));
       }
     }
   });
 }
 
-}  // namespace segattn
-
-namespace {
-
-void check(const torch::Tensor& qkv, const torch::Tensor& start, int64_t heads) {
-  TORCH_CHECK(qkv.dim() == 2 && qkv.is_contiguous() && qkv.scalar_type() == torch::kFloat32 && qkv.device().is_cpu(),
-              "segment attention: qkv must be a contiguous float32 CPU tensor [N, 3C]");
+void check(const torch::Tensor& qkv, const std::optional<torch::Tensor>& bias, const torch::Tensor& start,
+           int64_t heads) {
+  expect(qkv, "segment attention: qkv", {-1, -1});
+  TORCH_CHECK(heads >= 1 && qkv.size(1) % (3 * heads) == 0, "segment attention: qkv width must be 3 * heads * head size");
+  if (bias) {
+    expect(*bias, "segment attention: bias", {qkv.size(1)});
+    TORCH_CHECK(qkv.size(1) / (3 * heads) <= 256, "segment attention: head size over 256 with a bias");
+  }
   TORCH_CHECK(start.dim() == 1 && start.size(0) == qkv.size(0) && start.scalar_type() == torch::kInt64 &&
               start.is_contiguous() && start.device().is_cpu(), "segment attention: start must be a contiguous int64 CPU tensor [N]");
-  TORCH_CHECK(heads >= 1 && qkv.size(1) % (3 * heads) == 0, "segment attention: qkv width must be 3 * heads * head size");
   const int64_t* S = start.data_ptr<int64_t>();
   for (int64_t i = 0; i < start.size(0); ++i)  // segments are contiguous runs of tokens
     TORCH_CHECK(S[i] == i || (i > 0 && S[i] == S[i - 1]), "segment attention: start[", i, "] = ", S[i],
                 " does not open a segment at ", i, " or continue the previous token's");
 }
 
-std::vector<torch::Tensor> forward_op(torch::Tensor qkv, torch::Tensor start, int64_t heads) {
-  check(qkv, start, heads);
+std::vector<torch::Tensor> attention_forward(torch::Tensor qkv, std::optional<torch::Tensor> bias, torch::Tensor start,
+                                             int64_t heads) {
+  // attention of qkv (+ bias) [N, 3C] inside segments -> out [N, C], log-sum-exp of scores [N, heads]
+  check(qkv, bias, start, heads);
   const int64_t N = qkv.size(0), C = qkv.size(1) / 3;
   auto out = torch::empty({N, C}, qkv.options());
   auto lse = torch::empty({N, heads}, qkv.options());
-  segattn::forward(qkv.data_ptr<float>(), start.data_ptr<int64_t>(), out.data_ptr<float>(), lse.data_ptr<float>(),
-                   N, C, heads);
+  forward(qkv.data_ptr<float>(), bias ? bias->data_ptr<float>() : nullptr, start.data_ptr<int64_t>(),
+          out.data_ptr<float>(), lse.data_ptr<float>(), N, C, heads);
   return {out, lse};
 }
 
-torch::Tensor backward_op(torch::Tensor dout, torch::Tensor qkv, torch::Tensor out, torch::Tensor lse,
-                          torch::Tensor start, int64_t heads) {
-  check(qkv, start, heads);
+torch::Tensor attention_backward(torch::Tensor dout, torch::Tensor qkv, std::optional<torch::Tensor> bias,
+                                 torch::Tensor out, torch::Tensor lse, torch::Tensor start, int64_t heads,
+                                 std::optional<torch::Tensor> dbias) {
+  // gradient of qkv [N, 3C]; dbias (+)= its column sums
+  check(qkv, bias, start, heads);
   const int64_t N = qkv.size(0), C = qkv.size(1) / 3;
   dout = dout.contiguous();
+  expect(dout, "segment attention: grad", {N, C});
   auto dqkv = torch::empty_like(qkv);  // every entry is written
-  segattn::backward(qkv.data_ptr<float>(), dout.data_ptr<float>(), out.data_ptr<float>(), lse.data_ptr<float>(),
-                    start.data_ptr<int64_t>(), dqkv.data_ptr<float>(), N, C, heads);
+  backward(qkv.data_ptr<float>(), bias ? bias->data_ptr<float>() : nullptr, dout.data_ptr<float>(),
+           out.data_ptr<float>(), lse.data_ptr<float>(), start.data_ptr<int64_t>(), dqkv.data_ptr<float>(), N, C,
+           heads);
+  if (dbias) {
+    expect(*dbias, "segment attention: bias grad", {3 * C});
+    float* __restrict dB = dbias->data_ptr<float>();
+    const float* __restrict G = dqkv.data_ptr<float>();
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t c = 0; c < 3 * C; ++c) dB[c] += G[i * 3 * C + c];
+  }
   return dqkv;
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &forward_op, "segment attention: (qkv [N,3C], start [N], heads) -> (out [N,C], lse [N,heads])");
-  m.def("backward", &backward_op, "segment attention: gradient of qkv");
-}
+}  // namespace jtk

@@ -1,0 +1,227 @@
+// LayerNorm with the residual add and the bias of the preceding projection folded in, and the
+// MLP's bias + exact GELU, forward and backward, for the fused training trunk (fused_trunk.py).
+// Each op reads and writes its tensors once: PyTorch spends a pass over memory on each of
+// addmm's bias copy, the residual add, LayerNorm, GELU and every bias-gradient sum; at the
+// sizes of this project (a few thousand tokens x 16-512 columns) those passes, not the
+// arithmetic, are the cost. Rows are independent: one thread, rows in order.
+#include <cmath>
+
+#include "kernels.h"
+
+namespace jtk {
+
+void expect(const torch::Tensor& t, const char* what, std::vector<int64_t> shape) {
+  TORCH_CHECK(t.scalar_type() == torch::kFloat32 && t.device().is_cpu() && t.is_contiguous(), what,
+              " must be a contiguous float32 CPU tensor");
+  TORCH_CHECK(t.dim() == (int64_t)shape.size(), what, " must have ", shape.size(), " dimensions");
+  for (size_t d = 0; d < shape.size(); ++d)
+    TORCH_CHECK(shape[d] < 0 || t.size(d) == shape[d], what, " has size ", t.size(d), " in dimension ", d,
+                ", expected ", shape[d]);
+}
+
+// A row of C floats as ceil(C / 16) vectors; the last one zero-padded when 16 does not divide C.
+struct Row {
+  int64_t C, n;
+  std::vector<v16> valid;  // 1 on real columns, 0 on padding
+  explicit Row(int64_t C_) : C(C_), n((C_ + W - 1) / W), valid(n) {
+    for (int64_t k = 0; k < n; ++k)
+      for (int64_t w = 0; w < W; ++w) valid[k][w] = k * W + w < C ? 1.f : 0.f;
+  }
+  int64_t width(int64_t k) const { return std::min<int64_t>(W, C - k * W); }
+  v16 load(const float* p, int64_t k) const { return load_part(p + k * W, width(k)); }
+  void store(float* p, int64_t k, v16 v) const { store_part(p + k * W, v, width(k)); }
+  std::vector<v16> vectors(const float* p) const {
+    std::vector<v16> out(n);
+    for (int64_t k = 0; k < n; ++k) out[k] = load(p, k);
+    return out;
+  }
+  void add_to(float* p, const std::vector<v16>& acc) const {  // p[c] += acc[c]
+    for (int64_t k = 0; k < n; ++k) store(p, k, load(p, k) + acc[k]);
+  }
+};
+
+std::vector<torch::Tensor> residual_layer_norm(torch::Tensor r, std::optional<torch::Tensor> z,
+                                               std::optional<torch::Tensor> bias, torch::Tensor gamma,
+                                               torch::Tensor beta, double eps) {
+  // With z (and its bias): z <- r + z + bias, in place, becomes the new residual stream.
+  // Returns {residual, LayerNorm(residual), mean, 1/std} (mean and 1/std per row, for backward).
+  expect(r, "residual", {-1, -1});
+  const int64_t N = r.size(0), C = r.size(1);
+  expect(gamma, "gamma", {C});
+  expect(beta, "beta", {C});
+  torch::Tensor x = r;
+  if (z) {
+    expect(*z, "z", {N, C});
+    TORCH_CHECK(bias.has_value(), "residual_layer_norm: z needs its bias");
+    expect(*bias, "bias", {C});
+    x = *z;
+  }
+  auto a = torch::empty_like(x);
+  auto mean = torch::empty({N}, x.options()), rstd = torch::empty({N}, x.options());
+  const Row row(C);
+  const auto G = row.vectors(gamma.data_ptr<float>()), Be = row.vectors(beta.data_ptr<float>());
+  const auto B = z ? row.vectors(bias->data_ptr<float>()) : std::vector<v16>();
+  std::vector<v16> xs(row.n);
+  const float* R = r.data_ptr<float>();
+  float* X = x.data_ptr<float>();
+  float* A = a.data_ptr<float>();
+  float* M = mean.data_ptr<float>();
+  float* S = rstd.data_ptr<float>();
+  for (int64_t i = 0; i < N; ++i) {
+    v16 sum{};
+    for (int64_t k = 0; k < row.n; ++k) {
+      xs[k] = row.load(X + i * C, k);
+      if (z) {
+        xs[k] += row.load(R + i * C, k) + B[k];
+        row.store(X + i * C, k, xs[k]);
+      }
+      sum += xs[k];
+    }
+    const float m = hsum(sum) / C;
+    v16 var{};
+    for (int64_t k = 0; k < row.n; ++k) {
+      xs[k] = (xs[k] - m) * row.valid[k];
+      var += xs[k] * xs[k];
+    }
+    const float s = 1.f / std::sqrt(hsum(var) / C + (float)eps);
+    for (int64_t k = 0; k < row.n; ++k) row.store(A + i * C, k, xs[k] * s * G[k] + Be[k]);
+    M[i] = m;
+    S[i] = s;
+  }
+  return {x, a, mean, rstd};
+}
+
+void layer_norm_backward(torch::Tensor da, torch::Tensor r, torch::Tensor mean, torch::Tensor rstd,
+                         torch::Tensor gamma, torch::Tensor dr, bool accumulate, torch::Tensor dgamma,
+                         torch::Tensor dbeta, std::optional<torch::Tensor> dbias) {
+  // dr (+)= the gradient through LayerNorm of `da`; dgamma, dbeta += their gradients; then
+  // dbias += column sums of dr: the gradient of the bias added into this residual.
+  expect(r, "residual", {-1, -1});
+  const int64_t N = r.size(0), C = r.size(1);
+  expect(da, "grad", {N, C});
+  expect(dr, "residual grad", {N, C});
+  expect(mean, "mean", {N});
+  expect(rstd, "rstd", {N});
+  for (auto* t : {&gamma, &dgamma, &dbeta}) expect(*t, "LayerNorm parameter", {C});
+  if (dbias) expect(*dbias, "bias grad", {C});
+  const Row row(C);
+  const auto G = row.vectors(gamma.data_ptr<float>());
+  std::vector<v16> dG(row.n), dB(row.n), dBias(row.n), xh(row.n), g(row.n);
+  const float* dA = da.data_ptr<float>();
+  const float* X = r.data_ptr<float>();
+  const float* M = mean.data_ptr<float>();
+  const float* S = rstd.data_ptr<float>();
+  float* dX = dr.data_ptr<float>();
+  for (int64_t i = 0; i < N; ++i) {
+    const float m = M[i], s = S[i];
+    v16 s1{}, s2{};
+    for (int64_t k = 0; k < row.n; ++k) {
+      const v16 gi = row.load(dA + i * C, k);
+      xh[k] = (row.load(X + i * C, k) - m) * s * row.valid[k];
+      g[k] = gi * G[k];
+      s1 += g[k];
+      s2 += g[k] * xh[k];
+      dG[k] += gi * xh[k];
+      dB[k] += gi;
+    }
+    const float m1 = hsum(s1) / C, m2 = hsum(s2) / C;
+    for (int64_t k = 0; k < row.n; ++k) {
+      v16 d = (g[k] - m1 - xh[k] * m2) * s;
+      if (accumulate) d += row.load(dX + i * C, k);
+      row.store(dX + i * C, k, d);
+      dBias[k] += d;
+    }
+  }
+  row.add_to(dgamma.data_ptr<float>(), dG);
+  row.add_to(dbeta.data_ptr<float>(), dB);
+  if (dbias) row.add_to(dbias->data_ptr<float>(), dBias);
+}
+
+// Exact GELU, u * Phi(u), and its derivative Phi(u) + u * phi(u). erf by Abramowitz & Stegun
+// 7.1.26 (absolute error <= 1.5e-7): its exp(-u^2/2) is also phi's, so one exp serves both.
+static inline float exp_(float x) { return std::exp(x); }
+static inline v16 exp_(v16 x) { return vexp(x); }
+static inline float reciprocal(float x) { return 1.0f / x; }
+
+template <class T>
+static inline T normal_cdf(T u, T& pdf) {
+  const T t = u * 0.70710678f;
+  const T at = t < 0 ? -t : t;
+  const T k = reciprocal(1.0f + 0.3275911f * at);
+  const T e = exp_(-(at * at));
+  const T tail = 0.5f * e * (((((1.061405429f * k - 1.453152027f) * k + 1.421413741f) * k - 0.284496736f) * k +
+                              0.254829592f) * k);  // Phi(-|u|)
+  pdf = e * 0.39894228f;
+  return t < 0 ? tail : 1.0f - tail;
+}
+
+torch::Tensor bias_gelu(torch::Tensor z, torch::Tensor bias) {
+  // gelu(z + bias), z [N, M], bias [M]
+  expect(z, "z", {-1, -1});
+  const int64_t N = z.size(0), M = z.size(1);
+  expect(bias, "bias", {M});
+  auto h = torch::empty_like(z);
+  const float* Z = z.data_ptr<float>();
+  const float* B = bias.data_ptr<float>();
+  float* H = h.data_ptr<float>();
+  if (M % W == 0) {
+    std::vector<v16> Bv(M / W);  // the bias as aligned vectors
+    std::memcpy(Bv.data(), B, M * sizeof(float));
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t k = 0; k < M / W; ++k) {
+        v16 u, pdf;
+        std::memcpy(&u, Z + i * M + k * W, sizeof u);
+        u += Bv[k];
+        const v16 y = u * normal_cdf(u, pdf);
+        std::memcpy(H + i * M + k * W, &y, sizeof y);
+      }
+  } else {
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t c = 0; c < M; ++c) {
+        float pdf;
+        const float u = Z[i * M + c] + B[c];
+        H[i * M + c] = u * normal_cdf(u, pdf);
+      }
+  }
+  return h;
+}
+
+void bias_gelu_backward(torch::Tensor grad, torch::Tensor z, torch::Tensor bias, torch::Tensor dbias) {
+  // grad <- grad * gelu'(z + bias), in place; dbias += its column sums
+  expect(z, "z", {-1, -1});
+  const int64_t N = z.size(0), M = z.size(1);
+  expect(grad, "grad", {N, M});
+  expect(bias, "bias", {M});
+  expect(dbias, "bias grad", {M});
+  const float* Z = z.data_ptr<float>();
+  const float* B = bias.data_ptr<float>();
+  float* G = grad.data_ptr<float>();
+  float* dB = dbias.data_ptr<float>();
+  if (M % W == 0) {
+    std::vector<v16> Bv(M / W), acc(M / W, v16{});
+    std::memcpy(Bv.data(), B, M * sizeof(float));
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t k = 0; k < M / W; ++k) {
+        v16 u, g, pdf;
+        std::memcpy(&u, Z + i * M + k * W, sizeof u);
+        std::memcpy(&g, G + i * M + k * W, sizeof g);
+        u += Bv[k];
+        g *= normal_cdf(u, pdf) + u * pdf;
+        acc[k] += g;
+        std::memcpy(G + i * M + k * W, &g, sizeof g);
+      }
+    for (int64_t k = 0; k < M / W; ++k)
+      for (int64_t w = 0; w < W; ++w) dB[k * W + w] += acc[k][w];
+  } else {
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t c = 0; c < M; ++c) {
+        float pdf;
+        const float u = Z[i * M + c] + B[c];
+        const float g = G[i * M + c] * (normal_cdf(u, pdf) + u * pdf);
+        G[i * M + c] = g;
+        dB[c] += g;
+      }
+  }
+}
+
+}  // namespace jtk
