@@ -88,6 +88,38 @@ static void each_segment_head(const float* X, const float* bias, const int64_t* 
 
 static inline i16 lanes() { i16 l; for (int w = 0; w < W; ++w) l[w] = w; return l; }
 
+// out = sum_{j < n} w[j * ws] x_j, x_j the j-th row of Dv vectors: one output row of attention
+// (weights along a row of p, ws = 1) or of its key/value gradients (down a column, ws = row).
+// With Dv fixed at compile time all Dv sums stay in registers and run side by side (Dv chains
+// of multiply-adds instead of one after another: at Dv = 4 the loop was latency-bound).
+template <int DV>
+static inline void weighted_sum(const float* w, int64_t ws, const v16* x, int64_t n, int64_t Dv, float* out,
+                                int64_t D) {
+  if constexpr (DV >= 2) {
+    v16 a[DV] = {};
+    for (int64_t j = 0; j < n; ++j)
+      for (int dv = 0; dv < DV; ++dv) a[dv] += w[j * ws] * x[j * DV + dv];
+    for (int dv = 0; dv < DV; ++dv) store_part(out + dv * W, a[dv], std::min<int64_t>(W, D - dv * W));
+  } else {  // one vector (DV = 1), or a run-time count: two sums per vector, alternating rows
+    for (int64_t dv = 0; dv < Dv; ++dv) {
+      v16 a0{}, a1{};
+      int64_t j = 0;
+      for (; j + 1 < n; j += 2) { a0 += w[j * ws] * x[j * Dv + dv]; a1 += w[(j + 1) * ws] * x[(j + 1) * Dv + dv]; }
+      if (j < n) a0 += w[j * ws] * x[j * Dv + dv];
+      store_part(out + dv * W, a0 + a1, std::min<int64_t>(W, D - dv * W));
+    }
+  }
+}
+
+static void weighted_sum(const float* w, int64_t ws, const v16* x, int64_t n, int64_t Dv, float* out, int64_t D) {
+  switch (Dv) {
+    case 2: return weighted_sum<2>(w, ws, x, n, Dv, out, D);
+    case 4: return weighted_sum<4>(w, ws, x, n, Dv, out, D);
+    case 8: return weighted_sum<8>(w, ws, x, n, Dv, out, D);
+    default: return weighted_sum<0>(w, ws, x, n, Dv, out, D);
+  }
+}
+
 static void forward(const float* X, const float* bias, const int64_t* S, float* O, float* LSE, int64_t N, int64_t C,
                     int64_t heads) {
   const int64_t D = C / heads;
@@ -113,17 +145,9 @@ static void forward(const float* X, const float* bias, const int64_t* S, float* 
       for (int64_t c = 0; c < ci; ++c) p[c] *= inv;
       LSE[(s0 + i) * heads + h] = m + std::log(sum);
     }
-    for (int64_t i = 0; i < L; ++i) {  // outputs
-      const float* p = reinterpret_cast<const float*>(&b.p[i * nc]);
-      float* out = O + (s0 + i) * C + h * D;
-      for (int64_t dv = 0; dv < Dv; ++dv) {
-        v16 a0{}, a1{};
-        int64_t j = 0;
-        for (; j + 1 <= i; j += 2) { a0 += p[j] * b.v[j * Dv + dv]; a1 += p[j + 1] * b.v[(j + 1) * Dv + dv]; }
-        if (j <= i) a0 += p[j] * b.v[j * Dv + dv];
-        store_part(out + dv * W, a0 + a1, b.width(dv));
-      }
-    }
+    const float* P = reinterpret_cast<const float*>(b.p.data());
+    for (int64_t i = 0; i < L; ++i)  // out_i = sum_j p_ij v_j
+      weighted_sum(P + i * nc * W, 1, b.v.data(), i + 1, Dv, O + (s0 + i) * C + h * D, D);
   });
 }
 
@@ -152,32 +176,14 @@ static void backward(const float* X, const float* bias, const float* dO, const f
         b.g[i * nc + c] = p * (Segment::dot_chunk(go, b.vt.data(), nc, c, D, 1.f) - Di) * scale;
       }
     }
-    for (int64_t i = 0; i < L; ++i) {  // dq_i = sum_j g_ij k_j
-      const float* g = reinterpret_cast<const float*>(&b.g[i * nc]);
-      float* dq = dX + (s0 + i) * C3 + h * D;
-      for (int64_t dv = 0; dv < Dv; ++dv) {
-        v16 a0{}, a1{};
-        int64_t j = 0;
-        for (; j + 1 <= i; j += 2) { a0 += g[j] * b.k[j * Dv + dv]; a1 += g[j + 1] * b.k[(j + 1) * Dv + dv]; }
-        if (j <= i) a0 += g[j] * b.k[j * Dv + dv];
-        store_part(dq + dv * W, a0 + a1, b.width(dv));
-      }
-    }
+    const float* P = reinterpret_cast<const float*>(b.p.data());
+    const float* G = reinterpret_cast<const float*>(b.g.data());
+    const int64_t row = nc * W;
+    for (int64_t i = 0; i < L; ++i)  // dq_i = sum_j g_ij k_j
+      weighted_sum(G + i * row, 1, b.k.data(), i + 1, Dv, dX + (s0 + i) * C3 + h * D, D);
     for (int64_t j = 0; j < L; ++j) {  // dk_j = sum_i g_ij q_i, dv_j = sum_i p_ij do_i
-      const float* P = reinterpret_cast<const float*>(b.p.data());
-      const float* G = reinterpret_cast<const float*>(b.g.data());
-      const int64_t row = nc * W;
-      float* dk = dX + (s0 + j) * C3 + C + h * D;
-      float* dvo = dX + (s0 + j) * C3 + 2 * C + h * D;
-      for (int64_t dv = 0; dv < Dv; ++dv) {
-        v16 ak{}, av{};
-        for (int64_t i = j; i < L; ++i) {
-          ak += G[i * row + j] * b.q[i * Dv + dv];
-          av += P[i * row + j] * b.go[i * Dv + dv];
-        }
-        store_part(dk + dv * W, ak, b.width(dv));
-        store_part(dvo + dv * W, av, b.width(dv));
-      }
+      weighted_sum(G + j * row + j, row, b.q.data() + j * Dv, L - j, Dv, dX + (s0 + j) * C3 + C + h * D, D);
+      weighted_sum(P + j * row + j, row, b.go.data() + j * Dv, L - j, Dv, dX + (s0 + j) * C3 + 2 * C + h * D, D);
     }
   });
 }
