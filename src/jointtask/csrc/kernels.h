@@ -6,7 +6,6 @@
 #include <optional>
 #include <vector>
 
-#include <immintrin.h>
 #include <torch/extension.h>
 
 namespace jtk {
@@ -28,17 +27,6 @@ static inline v16 load_part(const float* p, int64_t n) {
 static inline void store_part(float* p, v16 v, int64_t n) {
   if (n == W) std::memcpy(p, &v, sizeof v);
   else std::memcpy(p, &v, n * sizeof(float));
-}
-
-// 1 / x: with AVX-512 an approximate reciprocal and one Newton step (relative error ~1e-8 beyond
-// float rounding), a fifth of a division's time
-static inline v16 reciprocal(v16 x) {
-#ifdef __AVX512F__
-  const v16 r = (v16)_mm512_rcp14_ps((__m512)x);
-  return r * (2.0f - x * r);
-#else
-  return 1.0f / x;
-#endif
 }
 
 // horizontal sum and max by halving (4 shuffles, not 15 dependent scalar steps); every lane

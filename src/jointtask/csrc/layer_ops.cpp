@@ -141,13 +141,12 @@ void layer_norm_backward(torch::Tensor da, torch::Tensor r, torch::Tensor mean, 
 // 7.1.26 (absolute error <= 1.5e-7): its exp(-u^2/2) is also phi's, so one exp serves both.
 static inline float exp_(float x) { return std::exp(x); }
 static inline v16 exp_(v16 x) { return vexp(x); }
-static inline float reciprocal(float x) { return 1.0f / x; }
 
 template <class T>
 static inline T normal_cdf(T u, T& pdf) {
   const T t = u * 0.70710678f;
   const T at = t < 0 ? -t : t;
-  const T k = reciprocal(1.0f + 0.3275911f * at);
+  const T k = 1.0f / (1.0f + 0.3275911f * at);
   const T e = exp_(-(at * at));
   const T tail = 0.5f * e * (((((1.061405429f * k - 1.453152027f) * k + 1.421413741f) * k - 0.284496736f) * k +
                               0.254829592f) * k);  // Phi(-|u|)
