@@ -1,5 +1,6 @@
 """`jointtask bench`: training throughput of jointtask's trainer against a naive baseline, and
-the fraction of this core's FP32 peak, all measured in the same process on one thread.
+the fraction of this core's FP32 peak, in one run on one thread, each measurement in a fresh
+process (spawned) so that none inherits another's allocator state or caches.
 
 naive: the model a researcher writes first, defined here and sharing no code with the package:
 the same architecture (one pre-LayerNorm block applied 4 times, one head, GELU MLP, learned
@@ -9,7 +10,9 @@ on every token.
 ours: the package's training step (whole examples packed into rows of 64, 128, ... tokens when
 padding would waste over a third of the batch, each token attending inside its own example via
 the C++ kernels of the fused trunk (fused_trunk.py), loss and output head only on the tokens after the first
-'=', batch 256), as `jointtask train` runs it, batch building included.
+'=', batch 256), as `jointtask train` runs it, batch building and malloc settings included
+(train/allocator.py); naive runs with the C library's defaults, as a plain script does. Both are
+also measured with the other setting: `ratio_same_allocator` compares them with it alike.
 Tokens/s counts input tokens that are not padding. FLOPs per token: 6 x (weights applied per
 token, with the block counted once per pass) + 6 x passes x context x width for attention, where
 context is the mean number of keys a query needs: its causal context inside its own example for
@@ -19,8 +22,10 @@ ours (whatever the kernel computes beyond that is waste, not work), (128 + 1) / 
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -33,6 +38,7 @@ from .model import LoopedTransformer, ModelConfig
 from .tasks.dataset import build_task_data, context_length
 from .tasks.spec import DataConfig, TaskConfig
 from .train.config import RunConfig
+from .train.allocator import keep_freed_memory
 from .train.loop import batch_indices, make_batch, make_optimizer, optimisation_step
 
 
@@ -96,68 +102,100 @@ def _time_steps(step, seconds: float) -> tuple[float, int]:
     return time.perf_counter() - t0, tokens
 
 
-def bench_width(width: int, task: TaskConfig, data, seconds: float) -> dict:
+def bench_task() -> tuple[TaskConfig, object]:
+    task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=10, max_depth=2)
+    return task, build_task_data(task, DataConfig(per_n=500, eval_count=0, eval_train_count=0), 0)
+
+
+def measure(loop: str, width: int, kept_memory: bool, seconds: float) -> dict:
+    """Tokens/s and FLOP/s of one loop ("ours" or "naive") at one width, run in a fresh process
+    (run_bench spawns one per measurement): the allocator's state and the caches then owe
+    nothing to whatever ran before. `kept_memory` applies the trainer's malloc settings
+    (train/allocator.py), as `jointtask train` does."""
+    torch.set_num_threads(1)
+    applied = keep_freed_memory() if kept_memory else False
+    task, data = bench_task()
     vocab = len(data.vocab)
-    # naive: packed windows of 128 tokens, batch 64, loss everywhere; written out on purpose as a
-    # plain loop that shares no training code with the package, so it stays an independent baseline
-    stream = np.concatenate([row[:n] for row, n in zip(data.train.ids, data.train.lengths)])
-    torch.manual_seed(0)
-    naive = NaiveLoopedTransformer(vocab, width, 128)
-    opt = torch.optim.AdamW(naive.parameters(), lr=5e-4)
-    rng = np.random.default_rng(0)
-
-    def naive_step():
-        starts = rng.integers(0, len(stream) - 129, size=64)
-        chunk = torch.from_numpy(np.stack([stream[s: s + 129] for s in starts]))
-        logits = naive(chunk[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, vocab), chunk[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(naive.parameters(), 1.0)
-        opt.step()
-        return 64 * 128
-
-    t_naive, tok_naive = _time_steps(naive_step, seconds)
-    # ours: the trainer's own step
     cfg = RunConfig(task=task, model=ModelConfig(width=width))
     torch.manual_seed(0)
     ours = LoopedTransformer(cfg.model, vocab, context_length(task))
-    opt2 = make_optimizer(ours, cfg)
-    state = {"step": 0}
-    contexts = []  # per token: the keys its query needs (its causal context within its example)
+    if loop == "naive":
+        # packed windows of 128 tokens, batch 64, loss everywhere; written out on purpose as a plain
+        # loop that shares no training code with the package, so it stays an independent baseline
+        stream = np.concatenate([row[:n] for row, n in zip(data.train.ids, data.train.lengths)])
+        naive = NaiveLoopedTransformer(vocab, width, 128)
+        opt = torch.optim.AdamW(naive.parameters(), lr=5e-4)
+        rng = np.random.default_rng(0)
 
-    def our_step():
-        b = make_batch(data.train, batch_indices(0, state["step"], len(data.train), cfg.train.batch_size), "answer", "cpu",
-                       cfg.train.pack)
-        state["step"] += 1
-        if b.packing is None:
-            contexts.append(float(b.inputs.shape[1] + 1) / 2)
-        else:
-            real = b.packing.segment >= 0
-            contexts.append(float((b.pos[real] + 1).double().mean()))
-        optimisation_step(ours, opt2, b, cfg.train.grad_clip)
-        return b.n_tokens
+        def step():
+            starts = rng.integers(0, len(stream) - 129, size=64)
+            chunk = torch.from_numpy(np.stack([stream[s: s + 129] for s in starts]))
+            logits = naive(chunk[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, vocab), chunk[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(naive.parameters(), 1.0)
+            opt.step()
+            return 64 * 128
 
-    t_ours, tok_ours = _time_steps(our_step, seconds)
-    ours_tok_s, naive_tok_s = tok_ours / t_ours, tok_naive / t_naive
-    return {"ours_tok_s": ours_tok_s, "naive_tok_s": naive_tok_s, "ratio": ours_tok_s / naive_tok_s,
-            "ours_flops": ours_tok_s * flops_per_token(ours, float(np.mean(contexts))),
-            "naive_flops": naive_tok_s * flops_per_token(ours, 64.5),  # causal 128-token windows
-            "kernels": "fused trunk (C++)" if cpu_kernels.usable(torch.zeros(1)) else "off: PyTorch ops, SDPA with masks"}
+        seconds_taken, tokens = _time_steps(step, seconds)
+        context = 64.5  # mean causal context of a 128-token window
+    else:  # the trainer's own step, batch building included
+        opt = make_optimizer(ours, cfg)
+        state = {"step": 0}
+        contexts = []  # per token: the keys its query needs (its causal context within its example)
+
+        def step():
+            b = make_batch(data.train, batch_indices(0, state["step"], len(data.train), cfg.train.batch_size),
+                           "answer", "cpu", cfg.train.pack)
+            state["step"] += 1
+            if b.packing is None:
+                contexts.append(float(b.inputs.shape[1] + 1) / 2)
+            else:
+                real = b.packing.segment >= 0
+                contexts.append(float((b.pos[real] + 1).double().mean()))
+            optimisation_step(ours, opt, b, cfg.train.grad_clip)
+            return b.n_tokens
+
+        seconds_taken, tokens = _time_steps(step, seconds)
+        context = float(np.mean(contexts))
+    tok_s = tokens / seconds_taken
+    return {"tok_s": tok_s, "flops": tok_s * flops_per_token(ours, context), "kept_memory": applied,
+            "kernels": cpu_kernels.usable(torch.zeros(1))}
+
+
+def _in_fresh_process(*args) -> dict:
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+        return ex.submit(measure, *args).result()
+
+
+def bench_width(width: int, seconds: float) -> dict:
+    """Both loops as a user runs them (ours with the trainer's malloc settings, naive with the C
+    library's defaults), then each with the other allocator setting, so the JSON shows how much
+    of the ratio the allocator accounts for."""
+    ours = _in_fresh_process("ours", width, True, seconds)
+    naive = _in_fresh_process("naive", width, False, seconds)
+    ours_default = _in_fresh_process("ours", width, False, seconds)
+    naive_kept = _in_fresh_process("naive", width, True, seconds)
+    return {"ours_tok_s": ours["tok_s"], "naive_tok_s": naive["tok_s"], "ratio": ours["tok_s"] / naive["tok_s"],
+            "ours_flops": ours["flops"], "naive_flops": naive["flops"],
+            "ours_default_malloc_tok_s": ours_default["tok_s"], "naive_kept_memory_tok_s": naive_kept["tok_s"],
+            "ratio_same_allocator": ours["tok_s"] / naive_kept["tok_s"] if naive_kept["kept_memory"] else None,
+            "kept_memory": ours["kept_memory"],
+            "kernels": "fused trunk (C++)" if ours["kernels"] else "off: PyTorch ops, SDPA with masks"}
 
 
 def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
     torch.set_num_threads(1)
     seconds = 3.0 if quick else 15.0
-    task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=10, max_depth=2)
-    data = build_task_data(task, DataConfig(per_n=500, eval_count=0, eval_train_count=0), 0)
+    cpu_kernels.kernels()  # compile (or load) once here, not in a measured process
     peak = peak_flops(2.0 if quick else 5.0)
     out = {"machine": {"platform": platform.platform(), "processor": cpu_model(),
                        "torch": torch.__version__, "threads": 1},
            "task": "ADD+MAX+MED mod 10, depth 2", "seconds_per_measurement": seconds, "peak_flops": peak,
            "widths": {}}
     for w in widths:
-        r = bench_width(w, task, data, seconds)
+        r = bench_width(w, seconds)
         r["peak_fraction"] = r.pop("ours_flops") / peak
         r["naive_peak_fraction"] = r.pop("naive_flops") / peak
         out["widths"][str(w)] = r

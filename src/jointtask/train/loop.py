@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..fileio import append_line, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 from ..model import LoopedTransformer, Packing
 from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
+from .allocator import keep_freed_memory
 from .config import RunConfig
 from .evaluate import accuracy
 
@@ -224,6 +225,7 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     (transfer, SPEC section 6) with a fresh optimiser."""
     out = Path(out)
     torch.set_num_threads(cfg.train.threads)
+    keep_freed_memory()  # no page faults on each step's fresh activations (allocator.py)
     device = torch.device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device is cuda but no CUDA device is available")
