@@ -19,18 +19,7 @@ timeout $S $JT sweep experiments/paper/device-c3.toml --out /tmp/c3 --device cpu
   timeout $left $JT sweep experiments/paper/device-c7.toml --out /tmp/c7 --device cuda --workers 4 > $OUT/c7.log 2>&1 ) &
 wait
 echo "sweeps ended after $(( $(date +%s) - start )) s" | tee -a $OUT/gpu.txt
-python3 - <<'PY'
-import json, shutil
-from pathlib import Path
-from jointtask.fileio import atomic_write_json
-a, b = Path("/tmp/c3"), Path("/tmp/c3-gpu")
-for run in (b / "runs").iterdir():
-    if not (a / "runs" / run.name).exists():
-        shutil.copytree(run, a / "runs" / run.name)
-plan = json.loads((a / "plan.json").read_text())
-have = {p["run_id"] for p in plan}
-atomic_write_json(a / "plan.json", plan + [p for p in json.loads((b / "plan.json").read_text()) if p["run_id"] not in have])
-PY
+python3 scripts/merge_sweeps.py /tmp/c3 /tmp/c3-gpu
 for d in c3 c7; do
   $JT status /tmp/$d | tee -a $OUT/gpu.txt
   $JT analyze /tmp/$d --n-boot 300 > $OUT/$d-analyze.log 2>&1
