@@ -86,7 +86,7 @@ def test_fused_trunk_gives_the_plain_models_loss_and_gradients(batch, width, hea
             for name, p in m.named_parameters():
                 if p.dim() == 1:
                     p.add_(0.3 * torch.randn_like(p))
-        m._pass_hooks_attached = lambda fused=fused: not fused  # what decides the path in residual()
+        m._hooks_attached = lambda fused=fused: not fused  # what decides the path in residual()
         loss = loss_on_batch(m, b)
         loss.backward()
         results.append((loss.item(), {n: p.grad for n, p in m.named_parameters()}))
@@ -108,5 +108,7 @@ def test_a_hook_turns_the_fused_path_off_so_the_hook_is_called(batch):
     assert seen == [(len(b.inputs), 16)]
     assert abs(plain - hooked) < 1e-5
     with m.hooks([("passes.0.hook_attn_out", lambda x: torch.zeros_like(x))]):  # patching works too
+        assert abs(loss_on_batch(m, b).item() - plain) > 1e-4
+    with m.hooks([("hook_pos_embed", lambda x: torch.zeros_like(x))]):  # the embeddings' hook points too
         assert abs(loss_on_batch(m, b).item() - plain) > 1e-4
     assert np.isfinite(plain)

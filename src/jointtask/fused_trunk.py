@@ -85,6 +85,30 @@ class FusedTrunk(torch.autograd.Function):
         return (dr, None, None, None, None, *grads)
 
 
+class EmbeddingSum(torch.autograd.Function):
+    """tok[idx] + pos_table[pos] for flat [N] ids and positions -> [N, C]. Backward scatters the
+    gradient with index_add_ (63 us for 3,904 x 64 here, against 210 us for PyTorch's embedding
+    backward, which it would run twice)."""
+
+    @staticmethod
+    def forward(ctx, idx, pos, tok, pos_table):
+        ctx.save_for_backward(idx, pos)
+        ctx.shapes = (tok.shape, pos_table.shape)
+        return tok.index_select(0, idx) + pos_table.index_select(0, pos)
+
+    @staticmethod
+    def backward(ctx, grad):
+        idx, pos = ctx.saved_tensors
+        grad = grad.contiguous()
+        d_tok = grad.new_zeros(ctx.shapes[0]).index_add_(0, idx, grad)
+        d_pos = grad.new_zeros(ctx.shapes[1]).index_add_(0, pos, grad)
+        return None, None, d_tok, d_pos
+
+
+def embedding_sum(idx, pos, tok, pos_table) -> torch.Tensor:
+    return EmbeddingSum.apply(idx, pos, tok, pos_table)
+
+
 def block_parameters(block) -> list[torch.Tensor]:
     named = dict(block.named_parameters())
     return [named[n] for n in BLOCK_PARAMS]

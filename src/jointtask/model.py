@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import model_validator
 
 from . import cpu_kernels, segment_attention
-from .fused_trunk import fused_trunk
+from .fused_trunk import embedding_sum, fused_trunk
 from .schema import Strict
 
 
@@ -193,12 +193,13 @@ class LoopedTransformer(nn.Module):
             if T > self.max_len:
                 raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.max_len}")
             pos = torch.arange(T, device=idx.device)
-        x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
-        if packing is not None and cpu_kernels.usable(x) and not self._pass_hooks_attached():
+        if packing is not None and cpu_kernels.usable(self.tok_embed.weight) and not self._hooks_attached():
             # the same computation with fewer sweeps over memory (fused_trunk.py; measured in
-            # docs/performance.md); the pass hook points are not called there, hence the condition
+            # docs/performance.md); the hook points are not called there, hence the condition
+            x = embedding_sum(idx, pos, self.tok_embed.weight, self.pos_embed.weight)
             return fused_trunk(x, packing.start, self.cfg.heads, self.cfg.recurrence, self.ln_final.eps,
                                self.blocks, self.ln_final)
+        x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
         p = 0
         for _ in range(self.cfg.recurrence):
             for block in self.blocks:
@@ -212,12 +213,12 @@ class LoopedTransformer(nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.head(self.residual(idx))
 
-    def _pass_hooks_attached(self) -> bool:
+    def _hooks_attached(self) -> bool:
         from torch.nn.modules import module as m
 
         if m._global_forward_hooks or m._global_forward_pre_hooks:
             return True
-        return any(h._forward_hooks or h._forward_pre_hooks for h in self.passes.modules())
+        return any(h._forward_hooks or h._forward_pre_hooks for h in self.hook_points().values())
 
     def hook_points(self) -> dict[str, HookPoint]:
         return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}
