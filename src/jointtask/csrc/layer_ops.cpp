@@ -5,6 +5,7 @@
 // sizes of this project (a few thousand tokens x 16-512 columns) those passes, not the
 // arithmetic, are the cost. Rows are independent: one thread, rows in order.
 #include <cmath>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -17,6 +18,73 @@ void expect(const torch::Tensor& t, const char* what, std::vector<int64_t> shape
   for (size_t d = 0; d < shape.size(); ++d)
     TORCH_CHECK(shape[d] < 0 || t.size(d) == shape[d], what, " has size ", t.size(d), " in dimension ", d,
                 ", expected ", shape[d]);
+}
+
+// A row's vectors: in registers when their count NV is fixed at compile time (C = 16 NV, the
+// widths 16, 32, 64, 128 of a sweep; the loops over them unroll and the arrays become registers),
+// else on the heap with the count known at run time (NV = 0).
+template <int NV>
+struct Vecs {
+  v16 v[NV];
+  explicit Vecs(int64_t) : v{} {}
+  v16& operator[](int64_t k) { return v[k]; }
+};
+template <>
+struct Vecs<0> {
+  std::vector<v16> v;
+  explicit Vecs(int64_t n) : v(n) {}
+  v16& operator[](int64_t k) { return v[k]; }
+};
+
+// One row's load, store and padding mask; with NV > 0 every vector is whole (no padding).
+template <int NV>
+struct RowOf {
+  const Row& row;
+  int64_t n() const { return NV > 0 ? NV : row.n; }
+  v16 load(const float* p, int64_t k) const { return NV > 0 ? load_part(p + k * W, W) : row.load(p, k); }
+  void store(float* p, int64_t k, v16 v) const {
+    if (NV > 0) store_part(p + k * W, v, W);
+    else row.store(p, k, v);
+  }
+  v16 mask(v16 v, int64_t k) const { return NV > 0 ? v : v * row.valid[k]; }
+};
+
+template <int NV>
+static void layer_norm_rows(const Row& row_, const float* R, float* X, float* A, float* M, float* S, int64_t N,
+                            const std::vector<v16>& G_, const std::vector<v16>& Be_, const std::vector<v16>& B_,
+                            bool residual, float eps) {
+  const RowOf<NV> row{row_};
+  const int64_t n = row.n(), C = row_.C;
+  Vecs<NV> G(n), Be(n), B(n), xs(n);
+  for (int64_t k = 0; k < n; ++k) {
+    G[k] = G_[k];
+    Be[k] = Be_[k];
+    B[k] = residual ? B_[k] : v16{};
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    v16 sum{};
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < n; ++k) {
+      xs[k] = row.load(X + i * C, k);
+      if (residual) {
+        xs[k] += row.load(R + i * C, k) + B[k];
+        row.store(X + i * C, k, xs[k]);
+      }
+      sum += xs[k];
+    }
+    const float m = hsum(sum) / C;
+    v16 var{};
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < n; ++k) {
+      xs[k] = row.mask(xs[k] - m, k);
+      var += xs[k] * xs[k];
+    }
+    const float s = 1.f / std::sqrt(hsum(var) / C + eps);
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < n; ++k) row.store(A + i * C, k, xs[k] * s * G[k] + Be[k]);
+    M[i] = m;
+    S[i] = s;
+  }
 }
 
 std::vector<torch::Tensor> residual_layer_norm(torch::Tensor r, std::optional<torch::Tensor> z,
@@ -39,35 +107,57 @@ std::vector<torch::Tensor> residual_layer_norm(torch::Tensor r, std::optional<to
   auto mean = torch::empty({N}, x.options()), rstd = torch::empty({N}, x.options());
   const Row row(C);
   const auto G = row.vectors(gamma.data_ptr<float>()), Be = row.vectors(beta.data_ptr<float>());
-  const auto B = z ? row.vectors(bias->data_ptr<float>()) : std::vector<v16>();
-  std::vector<v16> xs(row.n);
-  const float* R = r.data_ptr<float>();
-  float* X = x.data_ptr<float>();
-  float* A = a.data_ptr<float>();
-  float* M = mean.data_ptr<float>();
-  float* S = rstd.data_ptr<float>();
-  for (int64_t i = 0; i < N; ++i) {
-    v16 sum{};
-    for (int64_t k = 0; k < row.n; ++k) {
-      xs[k] = row.load(X + i * C, k);
-      if (z) {
-        xs[k] += row.load(R + i * C, k) + B[k];
-        row.store(X + i * C, k, xs[k]);
-      }
-      sum += xs[k];
-    }
-    const float m = hsum(sum) / C;
-    v16 var{};
-    for (int64_t k = 0; k < row.n; ++k) {
-      xs[k] = (xs[k] - m) * row.valid[k];
-      var += xs[k] * xs[k];
-    }
-    const float s = 1.f / std::sqrt(hsum(var) / C + (float)eps);
-    for (int64_t k = 0; k < row.n; ++k) row.store(A + i * C, k, xs[k] * s * G[k] + Be[k]);
-    M[i] = m;
-    S[i] = s;
+  const auto B = z ? row.vectors(bias->data_ptr<float>()) : std::vector<v16>(row.n);
+  const auto run = [&](auto nv) {
+    layer_norm_rows<decltype(nv)::value>(row, r.data_ptr<float>(), x.data_ptr<float>(), a.data_ptr<float>(),
+                                        mean.data_ptr<float>(), rstd.data_ptr<float>(), N, G, Be, B, z.has_value(),
+                                        (float)eps);
+  };
+  switch (C) {
+    case 16: run(std::integral_constant<int, 1>{}); break;
+    case 32: run(std::integral_constant<int, 2>{}); break;
+    case 64: run(std::integral_constant<int, 4>{}); break;
+    case 128: run(std::integral_constant<int, 8>{}); break;
+    default: run(std::integral_constant<int, 0>{});
   }
   return {x, a, mean, rstd};
+}
+
+template <int NV>
+static void layer_norm_backward_rows(const Row& row_, const float* dA, const float* X, const float* M, const float* S,
+                                     const std::vector<v16>& G_, float* dX, int64_t N, bool accumulate,
+                                     std::vector<v16>& dG_, std::vector<v16>& dB_, std::vector<v16>& dBias_) {
+  const RowOf<NV> row{row_};
+  const int64_t n = row.n(), C = row_.C;
+  Vecs<NV> G(n), dG(n), dB(n), dBias(n), xh(n), g(n);
+  for (int64_t k = 0; k < n; ++k) G[k] = G_[k];
+  for (int64_t i = 0; i < N; ++i) {
+    const float m = M[i], s = S[i];
+    v16 s1{}, s2{};
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < n; ++k) {
+      const v16 gi = row.load(dA + i * C, k);
+      xh[k] = row.mask((row.load(X + i * C, k) - m) * s, k);
+      g[k] = gi * G[k];
+      s1 += g[k];
+      s2 += g[k] * xh[k];
+      dG[k] += gi * xh[k];
+      dB[k] += gi;
+    }
+    const float m1 = hsum(s1) / C, m2 = hsum(s2) / C;
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < n; ++k) {
+      v16 d = (g[k] - m1 - xh[k] * m2) * s;
+      if (accumulate) d += row.load(dX + i * C, k);
+      row.store(dX + i * C, k, d);
+      dBias[k] += d;
+    }
+  }
+  for (int64_t k = 0; k < n; ++k) {
+    dG_[k] = dG[k];
+    dB_[k] = dB[k];
+    dBias_[k] = dBias[k];
+  }
 }
 
 void layer_norm_backward(torch::Tensor da, torch::Tensor r, torch::Tensor mean, torch::Tensor rstd,
@@ -85,31 +175,18 @@ void layer_norm_backward(torch::Tensor da, torch::Tensor r, torch::Tensor mean, 
   if (dbias) expect(*dbias, "bias grad", {C});
   const Row row(C);
   const auto G = row.vectors(gamma.data_ptr<float>());
-  std::vector<v16> dG(row.n), dB(row.n), dBias(row.n), xh(row.n), g(row.n);
-  const float* dA = da.data_ptr<float>();
-  const float* X = r.data_ptr<float>();
-  const float* M = mean.data_ptr<float>();
-  const float* S = rstd.data_ptr<float>();
-  float* dX = dr.data_ptr<float>();
-  for (int64_t i = 0; i < N; ++i) {
-    const float m = M[i], s = S[i];
-    v16 s1{}, s2{};
-    for (int64_t k = 0; k < row.n; ++k) {
-      const v16 gi = row.load(dA + i * C, k);
-      xh[k] = (row.load(X + i * C, k) - m) * s * row.valid[k];
-      g[k] = gi * G[k];
-      s1 += g[k];
-      s2 += g[k] * xh[k];
-      dG[k] += gi * xh[k];
-      dB[k] += gi;
-    }
-    const float m1 = hsum(s1) / C, m2 = hsum(s2) / C;
-    for (int64_t k = 0; k < row.n; ++k) {
-      v16 d = (g[k] - m1 - xh[k] * m2) * s;
-      if (accumulate) d += row.load(dX + i * C, k);
-      row.store(dX + i * C, k, d);
-      dBias[k] += d;
-    }
+  std::vector<v16> dG(row.n), dB(row.n), dBias(row.n);
+  const auto run = [&](auto nv) {
+    layer_norm_backward_rows<decltype(nv)::value>(row, da.data_ptr<float>(), r.data_ptr<float>(),
+                                                 mean.data_ptr<float>(), rstd.data_ptr<float>(), G,
+                                                 dr.data_ptr<float>(), N, accumulate, dG, dB, dBias);
+  };
+  switch (C) {
+    case 16: run(std::integral_constant<int, 1>{}); break;
+    case 32: run(std::integral_constant<int, 2>{}); break;
+    case 64: run(std::integral_constant<int, 4>{}); break;
+    case 128: run(std::integral_constant<int, 8>{}); break;
+    default: run(std::integral_constant<int, 0>{});
   }
   row.add_to(dgamma.data_ptr<float>(), dG);
   row.add_to(dbeta.data_ptr<float>(), dB);
