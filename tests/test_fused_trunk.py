@@ -21,7 +21,7 @@ def K():
     return k
 
 
-@pytest.mark.parametrize("C", [5, 16, 24, 64])
+@pytest.mark.parametrize("C", [5, 16, 24, 32, 64, 128])  # 16-128: rows in registers
 def test_residual_layer_norm_and_its_backward_match_float64_autograd(K, C):
     torch.manual_seed(C)
     N = 37
