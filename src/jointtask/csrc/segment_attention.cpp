@@ -16,25 +16,20 @@ namespace jtk {
 
 struct Segment {  // per-segment work buffers, grown as needed
   int64_t L = 0, nc = 0, D = 0, Dv = 0;
-  std::vector<v16> q, k, v, go, kt, vt, p, g;
+  std::vector<v16> q, k, v, go, kt, vt, p, g, qkv_bias;
   void fit(int64_t L_, int64_t D_) {
     L = L_; D = D_; Dv = (D + W - 1) / W; nc = (L + W - 1) / W;
     for (auto* b : {&q, &k, &v, &go}) if ((int64_t)b->size() < L * Dv) b->resize(L * Dv);
     for (auto* b : {&kt, &vt}) if ((int64_t)b->size() < D * nc) b->resize(D * nc);
     for (auto* b : {&p, &g}) if ((int64_t)b->size() < L * nc) b->resize(L * nc);
+    if ((int64_t)qkv_bias.size() < 3 * Dv) qkv_bias.resize(3 * Dv);
   }
-  // rows [s0, s0+L) of the D columns from `col` of a row-major matrix with `stride` columns,
-  // plus bias[col ..] when there is a bias; zeros beyond D
-  void load(std::vector<v16>& out, const float* X, int64_t stride, int64_t col, int64_t s0,
-            const float* bias = nullptr) const {
-    v16 b[16] = {};  // the bias's vectors (D <= 256 when there is a bias: checked by the caller)
-    if (bias)
-      for (int64_t dv = 0; dv < Dv; ++dv) b[dv] = load_part(bias + col + dv * W, width(dv));
+  // rows [s0, s0+L) of the D columns from `col` of a row-major matrix with `stride` columns
+  // (zeros beyond D) into out
+  void load(std::vector<v16>& out, const float* X, int64_t stride, int64_t col, int64_t s0) const {
+    v16* o = out.data();
     for (int64_t j = 0; j < L; ++j)
-      for (int64_t dv = 0; dv < Dv; ++dv) {
-        v16 x = load_part(X + (s0 + j) * stride + col + dv * W, width(dv));
-        out[j * Dv + dv] = bias ? x + b[dv] : x;
-      }
+      for (int64_t dv = 0; dv < Dv; ++dv) o[j * Dv + dv] = load_part(X + (s0 + j) * stride + col + dv * W, width(dv));
   }
   int64_t width(int64_t dv) const { return std::min<int64_t>(W, D - dv * W); }
   // out[d * nc + c] = lanes j of column d over rows 16 c + j (zeros beyond L), by 16 x 16 blocks
@@ -53,9 +48,19 @@ struct Segment {  // per-segment work buffers, grown as needed
   }
   // head h of the segment starting at s0: q, k, v rows, and the keys transposed
   void load_qkv(const float* X, const float* bias, int64_t C, int64_t h, int64_t s0) {
-    load(q, X, 3 * C, h * D, s0, bias);
-    load(k, X, 3 * C, C + h * D, s0, bias);
-    load(v, X, 3 * C, 2 * C + h * D, s0, bias);
+    // row by row, q, k and v of a row together: the segment's rows are one contiguous block of
+    // memory, read once front to back (three strided passes were a quarter of the forward's time)
+    v16* out[3] = {q.data(), k.data(), v.data()};
+    for (int64_t part = 0; part < 3; ++part)  // the bias's vectors, or zeros
+      for (int64_t dv = 0; dv < Dv; ++dv)
+        qkv_bias[part * Dv + dv] = bias ? load_part(bias + part * C + h * D + dv * W, width(dv)) : v16{};
+    const v16* b = qkv_bias.data();
+    for (int64_t j = 0; j < L; ++j)
+      for (int64_t part = 0; part < 3; ++part) {
+        const float* x = X + (s0 + j) * 3 * C + part * C + h * D;
+        for (int64_t dv = 0; dv < Dv; ++dv)
+          out[part][j * Dv + dv] = load_part(x + dv * W, width(dv)) + b[part * Dv + dv];
+      }
     transpose(k, kt);
   }
   // scores of query row a (scaled) against key chunk c of the transposed keys, 4 partial sums
@@ -205,10 +210,7 @@ void check(const torch::Tensor& qkv, const std::optional<torch::Tensor>& bias, c
            int64_t heads) {
   expect(qkv, "segment attention: qkv", {-1, -1});
   TORCH_CHECK(heads >= 1 && qkv.size(1) % (3 * heads) == 0, "segment attention: qkv width must be 3 * heads * head size");
-  if (bias) {
-    expect(*bias, "segment attention: bias", {qkv.size(1)});
-    TORCH_CHECK(qkv.size(1) / (3 * heads) <= 256, "segment attention: head size over 256 with a bias");
-  }
+  if (bias) expect(*bias, "segment attention: bias", {qkv.size(1)});
   TORCH_CHECK(start.dim() == 1 && start.size(0) == qkv.size(0) && start.scalar_type() == torch::kInt64 &&
               start.is_contiguous() && start.device().is_cpu(), "segment attention: start must be a contiguous int64 CPU tensor [N]");
   const int64_t* S = start.data_ptr<int64_t>();
