@@ -49,6 +49,18 @@ struct RowOf {
   v16 mask(v16 v, int64_t k) const { return NV > 0 ? v : v * row.valid[k]; }
 };
 
+// run(std::integral_constant<int, NV>): NV = C / 16 for the widths with a register path, else 0
+template <class Run>
+static void with_vector_count(int64_t C, Run run) {
+  switch (C) {
+    case 16: return run(std::integral_constant<int, 1>{});
+    case 32: return run(std::integral_constant<int, 2>{});
+    case 64: return run(std::integral_constant<int, 4>{});
+    case 128: return run(std::integral_constant<int, 8>{});
+    default: return run(std::integral_constant<int, 0>{});
+  }
+}
+
 template <int NV>
 static void layer_norm_rows(const Row& row_, const float* R, float* X, float* A, float* M, float* S, int64_t N,
                             const std::vector<v16>& G_, const std::vector<v16>& Be_, const std::vector<v16>& B_,
@@ -113,13 +125,7 @@ std::vector<torch::Tensor> residual_layer_norm(torch::Tensor r, std::optional<to
                                         mean.data_ptr<float>(), rstd.data_ptr<float>(), N, G, Be, B, z.has_value(),
                                         (float)eps);
   };
-  switch (C) {
-    case 16: run(std::integral_constant<int, 1>{}); break;
-    case 32: run(std::integral_constant<int, 2>{}); break;
-    case 64: run(std::integral_constant<int, 4>{}); break;
-    case 128: run(std::integral_constant<int, 8>{}); break;
-    default: run(std::integral_constant<int, 0>{});
-  }
+  with_vector_count(C, run);
   return {x, a, mean, rstd};
 }
 
@@ -181,13 +187,7 @@ void layer_norm_backward(torch::Tensor da, torch::Tensor r, torch::Tensor mean, 
                                                  mean.data_ptr<float>(), rstd.data_ptr<float>(), G,
                                                  dr.data_ptr<float>(), N, accumulate, dG, dB, dBias);
   };
-  switch (C) {
-    case 16: run(std::integral_constant<int, 1>{}); break;
-    case 32: run(std::integral_constant<int, 2>{}); break;
-    case 64: run(std::integral_constant<int, 4>{}); break;
-    case 128: run(std::integral_constant<int, 8>{}); break;
-    default: run(std::integral_constant<int, 0>{});
-  }
+  with_vector_count(C, run);
   row.add_to(dgamma.data_ptr<float>(), dG);
   row.add_to(dbeta.data_ptr<float>(), dB);
   if (dbias) row.add_to(dbias->data_ptr<float>(), dBias);
