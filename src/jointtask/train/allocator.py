@@ -4,7 +4,7 @@ A training step allocates and frees dozens of tensors of a few megabytes (activa
 [tokens, 4 x width] floats). glibc serves blocks above its mmap threshold with fresh pages and
 hands memory freed at the top of its heap back to the kernel, so the next step takes a page fault
 on every 4 KiB page and the kernel zeroes each one: measured here, about 2,000 faults and 3.8 ms
-of system time per width-64 training step, and 8-12% of the step's wall time (docs/performance.md).
+of system time per width-64 training step, and 4-14% of our loop's throughput at widths 16-128 (`jointtask bench`, docs/performance.md).
 Raising the mmap threshold to glibc's maximum (32 MiB) and the trim threshold to 1 GiB keeps
 freed blocks for reuse. The memory a process holds stays near its peak instead of shrinking
 between steps; that peak is what the step needs anyway.
