@@ -82,6 +82,18 @@ class Packing:
     start: torch.Tensor
     segment: torch.Tensor
     _masks: list[torch.Tensor] | None = None
+    _compact: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def compact(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The examples without the padding between them: the flat indices of the non-padding
+        tokens ([M]), and for each the index among them of its example's first token (a `start`
+        for the M tokens). The CPU kernels need no rows, so they skip the padding altogether."""
+        if self._compact is None:
+            keep = (self.segment >= 0).nonzero().squeeze(1)
+            rank = torch.full_like(self.start, -1)
+            rank[keep] = torch.arange(len(keep), device=keep.device)
+            self._compact = (keep, rank[self.start[keep]])
+        return self._compact
 
     def masks(self) -> list[torch.Tensor]:
         """Per group, [rows, 1, w, w] additive masks (0 or -inf), block-diagonal and causal: no
@@ -195,10 +207,14 @@ class LoopedTransformer(nn.Module):
             pos = torch.arange(T, device=idx.device)
         if packing is not None and cpu_kernels.usable(self.tok_embed.weight) and not self._hooks_attached():
             # the same computation with fewer sweeps over memory (fused_trunk.py; measured in
-            # docs/performance.md); the hook points are not called there, hence the condition
-            x = embedding_sum(idx, pos, self.tok_embed.weight, self.pos_embed.weight)
-            return fused_trunk(x, packing.start, self.cfg.heads, self.cfg.recurrence, self.ln_final.eps,
-                               self.blocks, self.ln_final)
+            # docs/performance.md); the hook points are not called there, hence the condition.
+            # Padding tokens are left out (the kernels attend by segment, not by row) and their
+            # rows of the result are zeros.
+            keep, start = packing.compact()
+            x = embedding_sum(idx[keep], pos[keep], self.tok_embed.weight, self.pos_embed.weight)
+            h = fused_trunk(x, start, self.cfg.heads, self.cfg.recurrence, self.ln_final.eps, self.blocks,
+                            self.ln_final)
+            return h if len(keep) == len(idx) else h.new_zeros(len(idx), h.shape[1]).index_copy(0, keep, h)
         x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
         p = 0
         for _ in range(self.cfg.recurrence):

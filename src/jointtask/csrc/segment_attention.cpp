@@ -2,11 +2,16 @@
 // token i attends to tokens start[i] .. i. qkv is [N, 3C] (q, k, v side by side), `heads` split
 // C into heads of size D. Only pairs inside a segment (an example: a few dozen tokens) are
 // computed, so there is no block-diagonal mask and no work on other examples' keys.
-// Segment by segment, rows are copied into buffers of 16-float vectors (GCC vector extensions:
-// one AVX-512 register, or two AVX2 ones) with the head size padded to a multiple of 16 and
-// the keys transposed; scores are computed 16 keys at a time, the probability matrix is kept,
-// and every sum accumulates in registers (no horizontal sums in inner loops, no read-modify-write
-// of memory across loop iterations: both measured as the bottlenecks of simpler versions).
+//
+// The stream is cut into blocks of 16 consecutive tokens, whatever their segments (a short
+// example shares a block with its neighbours instead of padding one of its own). A block's
+// queries are transposed into 16-float vectors (GCC vector extensions: one AVX-512 register, or
+// two AVX2 ones) with one lane per query, and every key from the first row's segment start to
+// the block's last row is scored against all 16 lanes at once, eight keys at a time (eight
+// independent multiply-add chains keep both FMA units busy); keys outside a lane's own segment
+// or after it are masked. The softmax is then elementwise across keys: no horizontal sums, no
+// dependent exp per row (computed row by row, the softmax was 40% of the forward's time).
+// Weighted sums over rows or keys accumulate in registers.
 #include <algorithm>
 #include <cmath>
 
@@ -14,196 +19,308 @@
 
 namespace jtk {
 
-struct Segment {  // per-segment work buffers, grown as needed
-  int64_t L = 0, nc = 0, D = 0, Dv = 0;
-  std::vector<v16> q, k, v, go, kt, vt, p, g, qkv_bias;
-  void fit(int64_t L_, int64_t D_) {
-    L = L_; D = D_; Dv = (D + W - 1) / W; nc = (L + W - 1) / W;
-    for (auto* b : {&q, &k, &v, &go}) if ((int64_t)b->size() < L * Dv) b->resize(L * Dv);
-    for (auto* b : {&kt, &vt}) if ((int64_t)b->size() < D * nc) b->resize(D * nc);
-    for (auto* b : {&p, &g}) if ((int64_t)b->size() < L * nc) b->resize(L * nc);
-    if ((int64_t)qkv_bias.size() < 3 * Dv) qkv_bias.resize(3 * Dv);
-  }
-  // rows [s0, s0+L) of the D columns from `col` of a row-major matrix with `stride` columns
-  // (zeros beyond D) into out
-  void load(std::vector<v16>& out, const float* X, int64_t stride, int64_t col, int64_t s0) const {
-    v16* o = out.data();
-    for (int64_t j = 0; j < L; ++j)
-      for (int64_t dv = 0; dv < Dv; ++dv) o[j * Dv + dv] = load_part(X + (s0 + j) * stride + col + dv * W, width(dv));
-  }
-  int64_t width(int64_t dv) const { return std::min<int64_t>(W, D - dv * W); }
-  // out[d * nc + c] = lanes j of column d over rows 16 c + j (zeros beyond L), by 16 x 16 blocks
-  void transpose(const std::vector<v16>& rows, std::vector<v16>& out) const {
-    for (int64_t c = 0; c < nc; ++c)
-      for (int64_t dv = 0; dv < Dv; ++dv) {
-        v16 m[16];
-#pragma GCC unroll 16
-        for (int64_t j = 0; j < W; ++j) m[j] = c * W + j < L ? rows[(c * W + j) * Dv + dv] : v16{};
-        transpose16(m);
-        const int64_t n = std::min<int64_t>(W, D - dv * W);
-#pragma GCC unroll 16
-        for (int64_t t = 0; t < W; ++t)
-          if (t < n) out[(dv * W + t) * nc + c] = m[t];
-      }
-  }
-  // head h of the segment starting at s0: q, k, v rows, and the keys transposed
-  void load_qkv(const float* X, const float* bias, int64_t C, int64_t h, int64_t s0) {
-    // row by row, q, k and v of a row together: the segment's rows are one contiguous block of
-    // memory, read once front to back (three strided passes were a quarter of the forward's time)
-    v16* out[3] = {q.data(), k.data(), v.data()};
-    for (int64_t part = 0; part < 3; ++part)  // the bias's vectors, or zeros
-      for (int64_t dv = 0; dv < Dv; ++dv)
-        qkv_bias[part * Dv + dv] = bias ? load_part(bias + part * C + h * D + dv * W, width(dv)) : v16{};
-    const v16* b = qkv_bias.data();
-    for (int64_t j = 0; j < L; ++j)
-      for (int64_t part = 0; part < 3; ++part) {
-        const float* x = X + (s0 + j) * 3 * C + part * C + h * D;
-        for (int64_t dv = 0; dv < Dv; ++dv)
-          out[part][j * Dv + dv] = load_part(x + dv * W, width(dv)) + b[part * Dv + dv];
-      }
-    transpose(k, kt);
-  }
-  // scores of query row a (scaled) against key chunk c of the transposed keys, 4 partial sums
-  static inline v16 dot_chunk(const float* a, const v16* t, int64_t nc, int64_t c, int64_t D, float scale) {
-    v16 s0{}, s1{}, s2{}, s3{};
-    int64_t d = 0;
-    for (; d + 4 <= D; d += 4) {
-      s0 += a[d] * t[d * nc + c]; s1 += a[d + 1] * t[(d + 1) * nc + c];
-      s2 += a[d + 2] * t[(d + 2) * nc + c]; s3 += a[d + 3] * t[(d + 3) * nc + c];
-    }
-    for (; d < D; ++d) s0 += a[d] * t[d * nc + c];
-    return ((s0 + s1) + (s2 + s3)) * scale;
-  }
-};
-
-static inline int64_t segment_end(const int64_t* S, int64_t s0, int64_t N) {
-  int64_t e = s0 + 1;
-  while (e < N && S[e] == s0) ++e;
-  return e;
-}
-
-// Calls body(s0, h) for every segment (its first token s0) and head h, with b fitted to the
-// segment and holding its q, k, v rows and transposed keys.
-template <class Body>
-static void each_segment_head(const float* X, const float* bias, const int64_t* S, int64_t N, int64_t C,
-                              int64_t heads, Segment& b, Body body) {
-  for (int64_t s0 = 0; s0 < N;) {
-    const int64_t e = segment_end(S, s0, N);
-    b.fit(e - s0, C / heads);
-    for (int64_t h = 0; h < heads; ++h) {
-      b.load_qkv(X, bias, C, h, s0);
-      body(s0, h);
-    }
-    s0 = e;
-  }
-}
-
 static inline i16 lanes() { i16 l; for (int w = 0; w < W; ++w) l[w] = w; return l; }
 
-// out = sum_{j < n} w[j * ws] x_j, x_j the j-th row of Dv vectors: one output row of attention
-// (weights along a row of p, ws = 1) or of its key/value gradients (down a column, ws = row).
-// With Dv fixed at compile time all Dv sums stay in registers and run side by side (Dv chains
-// of multiply-adds instead of one after another: at Dv = 4 the loop was latency-bound).
+// natural log on 16 lanes of positive normal floats: x = 2^e m with m in [sqrt(1/2), sqrt(2)),
+// log m = 2 atanh(t), t = (m - 1) / (m + 1), |t| < 0.172, by its series to t^9 (error ~1e-9)
+static inline v16 vlog(v16 x) {
+  i16 bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  const i16 e = (bits - 0x3f3504f3) >> 23;
+  bits -= e << 23;
+  v16 m, ef;
+  std::memcpy(&m, &bits, sizeof m);
+  for (int w = 0; w < W; ++w) ef[w] = (float)e[w];
+  const v16 t = (m - 1.f) / (m + 1.f), t2 = t * t;
+  v16 s = splat(1.f / 9) * t2 + 1.f / 7;
+  s = s * t2 + 1.f / 5; s = s * t2 + 1.f / 3; s = s * t2 + 1.f;
+  return ef * 0.693359375f - ef * 2.12194440e-4f + 2.f * t * s;
+}
+
+// acc[0 .. Dv) = sum_{j < n} w[j] x_j, x_j the D floats at x + j * xs. With Dv fixed at compile
+// time all sums stay in registers and run side by side (Dv chains of multiply-adds instead of
+// one after another: at Dv = 4 the loop was latency-bound).
 template <int DV>
-static inline void weighted_sum(const float* w, int64_t ws, const v16* x, int64_t n, int64_t Dv, float* out,
-                                int64_t D) {
+static inline void weighted_sum(const float* w, const float* x, int64_t xs, int64_t n, int64_t D, int64_t Dv,
+                                v16* acc) {
   if constexpr (DV >= 2) {
     v16 a[DV] = {};
     for (int64_t j = 0; j < n; ++j)
-      for (int dv = 0; dv < DV; ++dv) a[dv] += w[j * ws] * x[j * DV + dv];
-    for (int dv = 0; dv < DV; ++dv) store_part(out + dv * W, a[dv], std::min<int64_t>(W, D - dv * W));
+#pragma GCC unroll 8
+      for (int dv = 0; dv < DV; ++dv) a[dv] += w[j] * load_part(x + j * xs + dv * W, std::min<int64_t>(W, D - dv * W));
+    for (int dv = 0; dv < DV; ++dv) acc[dv] = a[dv];
   } else {  // one vector (DV = 1), or a run-time count: two sums per vector, alternating rows
     for (int64_t dv = 0; dv < Dv; ++dv) {
+      const int64_t m = std::min<int64_t>(W, D - dv * W);
       v16 a0{}, a1{};
       int64_t j = 0;
-      for (; j + 1 < n; j += 2) { a0 += w[j * ws] * x[j * Dv + dv]; a1 += w[(j + 1) * ws] * x[(j + 1) * Dv + dv]; }
-      if (j < n) a0 += w[j * ws] * x[j * Dv + dv];
-      store_part(out + dv * W, a0 + a1, std::min<int64_t>(W, D - dv * W));
+      for (; j + 1 < n; j += 2) {
+        a0 += w[j] * load_part(x + j * xs + dv * W, m);
+        a1 += w[j + 1] * load_part(x + (j + 1) * xs + dv * W, m);
+      }
+      if (j < n) a0 += w[j] * load_part(x + j * xs + dv * W, m);
+      acc[dv] = a0 + a1;
     }
   }
 }
 
-static void weighted_sum(const float* w, int64_t ws, const v16* x, int64_t n, int64_t Dv, float* out, int64_t D) {
+static void weighted_sum(const float* w, const float* x, int64_t xs, int64_t n, int64_t D, int64_t Dv, v16* acc) {
   switch (Dv) {
-    case 2: return weighted_sum<2>(w, ws, x, n, Dv, out, D);
-    case 4: return weighted_sum<4>(w, ws, x, n, Dv, out, D);
-    case 8: return weighted_sum<8>(w, ws, x, n, Dv, out, D);
-    default: return weighted_sum<0>(w, ws, x, n, Dv, out, D);
+    case 2: return weighted_sum<2>(w, x, xs, n, D, Dv, acc);
+    case 4: return weighted_sum<4>(w, x, xs, n, D, Dv, acc);
+    case 8: return weighted_sum<8>(w, x, xs, n, D, Dv, acc);
+    default: return weighted_sum<0>(w, x, xs, n, D, Dv, acc);
   }
 }
+
+// The same for K weight vectors at once over shared rows: acc[k * DV + dv] = sum_{j < n}
+// w_k[j] x_j. Each row is loaded once for all K; K * DV = 16 independent chains (one weight
+// vector at a time, n = 16 rows deep, the key gradients were latency-bound).
+template <int DV, int K>
+static inline void weighted_sums(const float* const* w, const float* x, int64_t xs, int64_t n, v16* acc) {
+  const float* wk[K];
+  for (int k = 0; k < K; ++k) wk[k] = w[k];
+  v16 a[K * DV] = {};
+  for (int64_t j = 0; j < n; ++j) {
+    v16 xj[DV];
+#pragma GCC unroll 8
+    for (int dv = 0; dv < DV; ++dv) std::memcpy(&xj[dv], x + j * xs + dv * W, sizeof(v16));
+#pragma GCC unroll 16
+    for (int k = 0; k < K; ++k)
+#pragma GCC unroll 8
+      for (int dv = 0; dv < DV; ++dv) a[k * DV + dv] += wk[k][j] * xj[dv];
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < K * DV; ++i) acc[i] = a[i];
+}
+
+// k < K weight vectors (K = 16 / Dv when D = 16 Dv for Dv in 1, 2, 4, 8; else 1): returns how many it summed
+static int64_t weighted_sums(const float* const* w, int64_t k, const float* x, int64_t xs, int64_t n, int64_t D,
+                             int64_t Dv, v16* acc) {
+  if (D == Dv * W) switch (Dv) {  // whole vectors
+    case 1: if (k >= 16) { weighted_sums<1, 16>(w, x, xs, n, acc); return 16; } break;
+    case 2: if (k >= 8) { weighted_sums<2, 8>(w, x, xs, n, acc); return 8; } break;
+    case 4: if (k >= 4) { weighted_sums<4, 4>(w, x, xs, n, acc); return 4; } break;
+    case 8: if (k >= 2) { weighted_sums<8, 2>(w, x, xs, n, acc); return 2; } break;
+  }
+  weighted_sum(w[0], x, xs, n, D, Dv, acc);
+  return 1;
+}
+
+// One block of 16 tokens (rows b0 .. b0 + nr - 1) of one head, and the keys its queries need:
+// ks .. ke - 1, ks the start of the first row's segment, ke = b0 + nr.
+struct Block {
+  int64_t N, C, D, Dv, heads, h, nk = 0, nkc = 0, b0 = 0, nr = 0, ks = 0;
+  std::vector<v16> rows, tr, key_major, kj2, row_major, zero;
+  i16 lane_start, lane_row;  // per lane: the keys it may see, start .. row
+  const int64_t* starts = nullptr;
+  Block(int64_t N_, int64_t C_, int64_t heads_, int64_t h_)
+      : N(N_), C(C_), D(C_ / heads_), Dv((C_ / heads_ + W - 1) / W), heads(heads_), h(h_),
+        rows(W * Dv), tr(W * Dv), zero(Dv) {}
+  int64_t width(int64_t dv) const { return std::min<int64_t>(W, D - dv * W); }
+  void fit(const int64_t* S, int64_t b0_) {
+    starts = S; b0 = b0_; nr = std::min<int64_t>(W, N - b0); ks = S[b0];
+    nk = b0 + nr - ks; nkc = (nk + W - 1) / W;
+    for (auto* b : {&key_major, &kj2}) if ((int64_t)b->size() < nkc * W) b->resize(nkc * W);
+    if ((int64_t)row_major.size() < W * nkc) row_major.resize(W * nkc);
+    for (int64_t l = 0; l < W; ++l) {  // lanes past the end see key ks alone (finite, unused)
+      lane_start[l] = l < nr ? S[b0 + l] : ks;
+      lane_row[l] = l < nr ? b0 + l : ks;
+    }
+  }
+  // visibility of key ks + j to each lane
+  i16 visible(int64_t j) const { const int32_t k = ks + j; return (lane_start <= k) & (lane_row >= k); }
+  // rows[l] = the block's rows of the D columns from `col` of X (row stride xs), plus bias;
+  // zero rows past the end; tr[d] = column d, one lane per row
+  void load_rows(const float* X, int64_t xs, int64_t col, const float* bias) {
+    for (int64_t l = 0; l < W; ++l)
+      for (int64_t dv = 0; dv < Dv; ++dv)
+        rows[l * Dv + dv] = l < nr ? load_part(X + (b0 + l) * xs + col + dv * W, width(dv)) +
+                                         (bias ? load_part(bias + dv * W, width(dv)) : v16{})
+                                   : v16{};
+    for (int64_t dv = 0; dv < Dv; ++dv) {
+      v16 m[16];
+#pragma GCC unroll 16
+      for (int64_t t = 0; t < W; ++t) m[t] = rows[t * Dv + dv];
+      transpose16(m);
+#pragma GCC unroll 16
+      for (int64_t t = 0; t < W; ++t) tr[dv * W + t] = m[t];
+    }
+  }
+  // out[j] = scale * (sum_d key_j[d] t[d] + sum_d bias[d] t[d]) for keys j < nk (rounded up to
+  // 8; zero keys beyond nk), key_j = the D columns from `col` of X's row ks + j
+  void key_scores(const float* X, int64_t xs, int64_t col, const float* bias, float scale,
+                  std::vector<v16>& out) const {
+    const float* zrow = reinterpret_cast<const float*>(zero.data());
+    v16 c[4] = {};  // the bias's share, the same for every key: four chains, not one of D
+    if (bias)
+      for (int64_t d = 0; d < D; ++d) c[d % 4] += bias[d] * tr[d];
+    const v16 cb = (c[0] + c[1]) + (c[2] + c[3]);
+    for (int64_t j0 = 0; j0 < nk; j0 += 8) {
+      const float* x[8];
+      for (int u = 0; u < 8; ++u) x[u] = j0 + u < nk ? X + (ks + j0 + u) * xs + col : zrow;
+      v16 s[8] = {};
+      for (int64_t d = 0; d < D; ++d) {
+        const v16 td = tr[d];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; ++u) s[u] += x[u][d] * td;
+      }
+#pragma GCC unroll 8
+      for (int u = 0; u < 8; ++u) out[j0 + u] = (s[u] + cb) * scale;
+    }
+  }
+  // key-major vectors (key j: one lane per row) to row-major ones (row l: nkc vectors, one lane
+  // per key), by 16 x 16 transposes
+  void to_rows(const std::vector<v16>& kj) {
+    for (int64_t c = 0; c < nkc; ++c) {
+      v16 m[16];
+#pragma GCC unroll 16
+      for (int64_t t = 0; t < W; ++t) m[t] = c * W + t < nk ? kj[c * W + t] : v16{};
+      transpose16(m);
+#pragma GCC unroll 16
+      for (int64_t l = 0; l < W; ++l) row_major[l * nkc + c] = m[l];
+    }
+  }
+  const float* row_weights(int64_t l) const { return reinterpret_cast<const float*>(row_major.data() + l * nkc); }
+  // out(i, sum_j w_ij x_j) for the block's rows i, w = row_major, x_j the D columns from `col`
+  // of X's row j (row stride xs), j from the row's segment start to i; rows in groups that
+  // share the keys from the first one's start (weights are zero on keys a row does not see)
+  template <class Out>
+  void each_row_group(const float* X, int64_t xs, int64_t col, std::vector<v16>& acc, Out out) const {
+    const int64_t* S = starts;
+    const float* w[16];
+    for (int64_t r = 0; r < nr;) {
+      const int64_t k = std::min<int64_t>(16, nr - r), first = S[b0 + r] - ks;
+      for (int64_t u = 0; u < k; ++u) w[u] = row_weights(r + u) + first;
+      const int64_t done = weighted_sums(w, k, X + (ks + first) * xs + col, xs, b0 + r + k - ks - first, D, Dv, acc.data());
+      // the group's last row sees keys up to itself; rows before it have zero weights beyond theirs
+      for (int64_t u = 0; u < done; ++u) out(b0 + r + u, &acc[u * Dv]);
+      r += done;
+    }
+  }
+};
 
 static void forward(const float* X, const float* bias, const int64_t* S, float* O, float* LSE, int64_t N, int64_t C,
                     int64_t heads) {
-  const int64_t D = C / heads;
-  const float scale = 1.0f / std::sqrt((float)D);
-  const i16 lane = lanes();
-  Segment b;
-  each_segment_head(X, bias, S, N, C, heads, b, [&](int64_t s0, int64_t h) {
-    const int64_t L = b.L, nc = b.nc, Dv = b.Dv;
-    for (int64_t i = 0; i < L; ++i) {  // probabilities, row by row
-      const int64_t ci = i / W + 1;
-      const float* q = reinterpret_cast<const float*>(&b.q[i * Dv]);
-      v16* p = &b.p[i * nc];
-      for (int64_t c = 0; c < ci; ++c) p[c] = Segment::dot_chunk(q, b.kt.data(), nc, c, D, scale);
-      p[ci - 1] = lane <= (int32_t)(i % W) ? p[ci - 1] : splat(-INFINITY);
-      float m = -INFINITY;
-      for (int64_t c = 0; c < ci; ++c) m = std::max(m, hmax(p[c]));
-      v16 l{};
-      for (int64_t c = 0; c < ci; ++c) p[c] = vexp(p[c] - m);
-      p[ci - 1] = lane <= (int32_t)(i % W) ? p[ci - 1] : v16{};  // vexp clamps -inf to e^-87, not 0
-      for (int64_t c = 0; c < ci; ++c) l += p[c];
-      const float sum = hsum(l);
-      const float inv = 1.f / sum;
-      for (int64_t c = 0; c < ci; ++c) p[c] *= inv;
-      LSE[(s0 + i) * heads + h] = m + std::log(sum);
+  const int64_t C3 = 3 * C;
+  for (int64_t h = 0; h < heads; ++h) {
+    Block b(N, C, heads, h);
+    const int64_t D = b.D, Dv = b.Dv, qc = h * D, kc = C + h * D, vc = 2 * C + h * D;
+    const float scale = 1.0f / std::sqrt((float)D);
+    std::vector<v16> acc(std::max<int64_t>(16, Dv)), bv(Dv);
+    for (int64_t dv = 0; dv < Dv; ++dv) bv[dv] = bias ? load_part(bias + vc + dv * W, b.width(dv)) : v16{};
+    for (int64_t b0 = 0; b0 < N; b0 += W) {
+      b.fit(S, b0);
+      b.load_rows(X, C3, qc, bias ? bias + qc : nullptr);
+      b.key_scores(X, C3, kc, bias ? bias + kc : nullptr, scale, b.key_major);
+      v16 m = splat(-INFINITY), l{};
+      for (int64_t j = 0; j < b.nk; ++j) {
+        v16& s = b.key_major[j];
+        s = b.visible(j) ? s : splat(-INFINITY);
+        m = m > s ? m : s;
+      }
+      for (int64_t j = 0; j < b.nk; ++j) {
+        v16& s = b.key_major[j];
+        s = b.visible(j) ? vexp(s - m) : v16{};  // vexp clamps -inf to e^-87, not 0
+        l += s;
+      }
+      const v16 inv = 1.f / l;
+      for (int64_t j = 0; j < b.nk; ++j) b.key_major[j] *= inv;
+      const v16 lse = m + vlog(l);
+      b.to_rows(b.key_major);
+      for (int64_t r = 0; r < b.nr; ++r) LSE[(b0 + r) * heads + h] = lse[r];
+      b.each_row_group(X, C3, vc, acc, [&](int64_t i, const v16* a) {  // out_i = sum_j p_ij v_j + bias (the p_ij sum to 1)
+        for (int64_t dv = 0; dv < Dv; ++dv) store_part(O + i * C + qc + dv * W, a[dv] + bv[dv], b.width(dv));
+      });
     }
-    const float* P = reinterpret_cast<const float*>(b.p.data());
-    for (int64_t i = 0; i < L; ++i)  // out_i = sum_j p_ij v_j
-      weighted_sum(P + i * nc * W, 1, b.v.data(), i + 1, Dv, O + (s0 + i) * C + h * D, D);
-  });
+  }
 }
 
 static void backward(const float* X, const float* bias, const float* dO, const float* O, const float* LSE,
                      const int64_t* S, float* dX, int64_t N, int64_t C, int64_t heads, float* dB) {
-  const int64_t D = C / heads, C3 = 3 * C;
-  const Row row3(C3);
-  std::vector<v16> dB_acc(row3.n);  // column sums of dX, taken segment by segment while in cache
-  const float scale = 1.0f / std::sqrt((float)D);
-  const i16 lane = lanes();
-  Segment b;
-  each_segment_head(X, bias, S, N, C, heads, b, [&](int64_t s0, int64_t h) {
-    const int64_t L = b.L, nc = b.nc, Dv = b.Dv;
-    b.load(b.go, dO, C, h * D, s0);
-    b.transpose(b.v, b.vt);
-    for (int64_t i = 0; i < L; ++i) {  // probabilities p and score gradients g, row by row
-      const int64_t ci = i / W + 1, t = s0 + i;
-      const float* q = reinterpret_cast<const float*>(&b.q[i * Dv]);
-      const float* go = reinterpret_cast<const float*>(&b.go[i * Dv]);
-      v16 dot{};
-      for (int64_t dv = 0; dv < Dv; ++dv) dot += b.go[i * Dv + dv] * load_part(O + t * C + h * D + dv * W, b.width(dv));
-      const float Di = hsum(dot);
-      const float lse = LSE[t * heads + h];
-      for (int64_t c = 0; c < ci; ++c) {
-        v16 p = vexp(Segment::dot_chunk(q, b.kt.data(), nc, c, D, scale) - lse);
-        if (c == ci - 1) p = lane <= (int32_t)(i % W) ? p : v16{};
-        b.p[i * nc + c] = p;
-        b.g[i * nc + c] = p * (Segment::dot_chunk(go, b.vt.data(), nc, c, D, 1.f) - Di) * scale;
+  const int64_t C3 = 3 * C;
+  std::vector<float> dB_acc(C3, 0.f);  // column sums of dX, from the vectors as they are written
+  for (int64_t h = 0; h < heads; ++h) {
+    Block q(N, C, heads, h), go(N, C, heads, h);  // the block's queries (q, with bias) and output gradients
+    const int64_t D = q.D, Dv = q.Dv, qc = h * D, kc = C + h * D, vc = 2 * C + h * D;
+    const float scale = 1.0f / std::sqrt((float)D);
+    std::vector<v16> acc(std::max<int64_t>(16, Dv)), bk(Dv), dbq(Dv), dbk(Dv), dbv(Dv);
+    for (int64_t dv = 0; dv < Dv; ++dv) bk[dv] = bias ? load_part(bias + kc + dv * W, q.width(dv)) : v16{};
+    // writes a row of a gradient: the first contribution to it (=) or a later one (+=)
+    auto put = [&](float* p, bool first, const v16* a) {
+      for (int64_t dv = 0; dv < Dv; ++dv) {
+        const int64_t n = q.width(dv);
+        store_part(p + dv * W, first ? a[dv] : load_part(p + dv * W, n) + a[dv], n);
+      }
+    };
+    for (int64_t b0 = 0; b0 < N; b0 += W) {
+      q.fit(S, b0);
+      go.fit(S, b0);
+      q.load_rows(X, C3, qc, bias ? bias + qc : nullptr);
+      go.load_rows(dO, C, qc, nullptr);
+      float lse_a[W] = {}, Di_a[W] = {};  // per row: log-sum-exp, and D_i = do_i . o_i
+      for (int64_t r = 0; r < q.nr; ++r) {
+        v16 dot{};
+        for (int64_t dv = 0; dv < Dv; ++dv) dot += go.rows[r * Dv + dv] * load_part(O + (b0 + r) * C + qc + dv * W, q.width(dv));
+        lse_a[r] = LSE[(b0 + r) * heads + h];
+        Di_a[r] = hsum(dot);
+      }
+      v16 lse, Di;
+      std::memcpy(&lse, lse_a, sizeof lse);
+      std::memcpy(&Di, Di_a, sizeof Di);
+      q.key_scores(X, C3, kc, bias ? bias + kc : nullptr, scale, q.key_major);    // scores
+      go.key_scores(X, C3, vc, bias ? bias + vc : nullptr, 1.f, go.key_major);  // do_i . v_j
+      v16 gsum{}, psum{};
+      for (int64_t j = 0; j < q.nk; ++j) {  // q.key_major becomes p, go.key_major the score gradients g
+        v16& p = q.key_major[j];
+        v16& g = go.key_major[j];
+        p = q.visible(j) ? vexp(p - lse) : v16{};
+        g = p * (g - Di) * scale;
+        gsum += g;
+        psum += p;
+      }
+      // bias gradients of k and v: the column sums of this block's contributions to dk and dv,
+      // sum_j sum_i g_ij q_i = sum_i (sum_j g_ij) q_i, and likewise with p and do
+      {
+        const float* w[1] = {reinterpret_cast<const float*>(&gsum)};
+        weighted_sums(w, 1, reinterpret_cast<const float*>(q.rows.data()), Dv * W, q.nr, D, Dv, acc.data());
+        for (int64_t dv = 0; dv < Dv; ++dv) dbk[dv] += acc[dv];
+        w[0] = reinterpret_cast<const float*>(&psum);
+        weighted_sums(w, 1, reinterpret_cast<const float*>(go.rows.data()), Dv * W, q.nr, D, Dv, acc.data());
+        for (int64_t dv = 0; dv < Dv; ++dv) dbv[dv] += acc[dv];
+      }
+      go.to_rows(go.key_major);
+      go.each_row_group(X, C3, kc, acc, [&](int64_t i, v16* a) {  // dq_i = sum_j g_ij (k_j + bias)
+        for (int64_t dv = 0; dv < Dv; ++dv) a[dv] += gsum[i - b0] * bk[dv];
+        put(dX + i * C3 + qc, true, a);
+        for (int64_t dv = 0; dv < Dv; ++dv) dbq[dv] += a[dv];
+      });
+      // dk_j = sum_i g_ij (q_i + bias), dv_j = sum_i p_ij do_i over this block's rows (g and p are
+      // zero on rows before key j); a key before the block already holds earlier blocks' sums
+      const float* qrows = reinterpret_cast<const float*>(q.rows.data());
+      const float* gorows = reinterpret_cast<const float*>(go.rows.data());
+      const float* gw[16];
+      const float* pw[16];
+      for (int64_t j = 0; j < q.nk;) {
+        const int64_t r0 = std::max<int64_t>(0, q.ks + j - b0), k = std::min<int64_t>(16, q.nk - j);
+        for (int64_t u = 0; u < k; ++u) {
+          gw[u] = reinterpret_cast<const float*>(&go.key_major[j + u]) + r0;
+          pw[u] = reinterpret_cast<const float*>(&q.key_major[j + u]) + r0;
+        }
+        const int64_t done = weighted_sums(gw, k, qrows + r0 * Dv * W, Dv * W, q.nr - r0, D, Dv, acc.data());
+        for (int64_t u = 0; u < done; ++u) put(dX + (q.ks + j + u) * C3 + kc, q.ks + j + u >= b0, &acc[u * Dv]);
+        weighted_sums(pw, done, gorows + r0 * Dv * W, Dv * W, q.nr - r0, D, Dv, acc.data());
+        for (int64_t u = 0; u < done; ++u) put(dX + (q.ks + j + u) * C3 + vc, q.ks + j + u >= b0, &acc[u * Dv]);
+        j += done;
       }
     }
-    const float* P = reinterpret_cast<const float*>(b.p.data());
-    const float* G = reinterpret_cast<const float*>(b.g.data());
-    const int64_t row = nc * W;
-    for (int64_t i = 0; i < L; ++i)  // dq_i = sum_j g_ij k_j
-      weighted_sum(G + i * row, 1, b.k.data(), i + 1, Dv, dX + (s0 + i) * C3 + h * D, D);
-    for (int64_t j = 0; j < L; ++j) {  // dk_j = sum_i g_ij q_i, dv_j = sum_i p_ij do_i
-      weighted_sum(G + j * row + j, row, b.q.data() + j * Dv, L - j, Dv, dX + (s0 + j) * C3 + C + h * D, D);
-      weighted_sum(P + j * row + j, row, b.go.data() + j * Dv, L - j, Dv, dX + (s0 + j) * C3 + 2 * C + h * D, D);
-    }
-    if (dB && h == heads - 1)  // the segment's rows of dX are complete
-      for (int64_t i = s0; i < s0 + L; ++i)
-        for (int64_t k = 0; k < row3.n; ++k) dB_acc[k] += row3.load(dX + i * C3, k);
-  });
-  if (dB) row3.add_to(dB, dB_acc);
+    if (dB)
+      for (auto [col, sums] : {std::pair{qc, &dbq}, std::pair{kc, &dbk}, std::pair{vc, &dbv}})
+        for (int64_t dv = 0; dv < Dv; ++dv)
+          for (int64_t t = 0; t < q.width(dv); ++t) dB_acc[col + dv * W + t] += (*sums)[dv][t];
+  }
+  if (dB)
+    for (int64_t c = 0; c < C3; ++c) dB[c] += dB_acc[c];
 }
 
 void check(const torch::Tensor& qkv, const std::optional<torch::Tensor>& bias, const torch::Tensor& start,
