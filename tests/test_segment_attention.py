@@ -75,6 +75,7 @@ def test_packed_training_step_is_the_same_with_the_kernels_and_with_sdpa_masks(m
     d = build_task_data(task, DataConfig(per_n=30, eval_count=0, eval_train_count=0), 0)
     b = make_batch(d.train, batch_indices(0, 0, len(d.train), 64), "answer", "cpu", pack=32)
     assert b.packing is not None and len(b.packing.widths) > 1
+    assert (b.packing.segment < 0).any()  # padding, which the kernel path leaves out
     losses, grads = [], []
     for use_kernel in (True, False):
         monkeypatch.setattr(cpu_kernels, "usable", lambda x, k=use_kernel: k)

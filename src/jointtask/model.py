@@ -82,17 +82,18 @@ class Packing:
     start: torch.Tensor
     segment: torch.Tensor
     _masks: list[torch.Tensor] | None = None
-    _compact: tuple[torch.Tensor, torch.Tensor] | None = None
+    _compact: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
-    def compact(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def compact(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The examples without the padding between them: the flat indices of the non-padding
-        tokens ([M]), and for each the index among them of its example's first token (a `start`
-        for the M tokens). The CPU kernels need no rows, so they skip the padding altogether."""
+        tokens ([M]); for each, the index among them of its example's first token (a `start` for
+        the M tokens); and for every flat index its index among them ([N], -1 for padding). The
+        CPU kernels need no rows, so they skip the padding altogether."""
         if self._compact is None:
             keep = (self.segment >= 0).nonzero().squeeze(1)
             rank = torch.full_like(self.start, -1)
             rank[keep] = torch.arange(len(keep), device=keep.device)
-            self._compact = (keep, rank[self.start[keep]])
+            self._compact = (keep, rank[self.start[keep]], rank)
         return self._compact
 
     def masks(self) -> list[torch.Tensor]:
@@ -196,10 +197,11 @@ class LoopedTransformer(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
-    def residual(self, idx: torch.Tensor, pos: torch.Tensor | None = None,
-                 packing: Packing | None = None) -> torch.Tensor:
+    def residual(self, idx: torch.Tensor, pos: torch.Tensor | None = None, packing: Packing | None = None,
+                 rows: torch.Tensor | None = None) -> torch.Tensor:
         """The final residual stream after LayerNorm: [B, T, width] for [B, T] ids, or [N, width]
-        for packed examples (flat [N] ids, `pos` the position of each token in its example)."""
+        for packed examples (flat [N] ids, `pos` the position of each token in its example).
+        With `rows` (flat indices into B * T or N), only those tokens' rows: [len(rows), width]."""
         T = idx.shape[-1]
         if pos is None:
             if T > self.max_len:
@@ -210,10 +212,12 @@ class LoopedTransformer(nn.Module):
             # docs/performance.md); the hook points are not called there, hence the condition.
             # Padding tokens are left out (the kernels attend by segment, not by row) and their
             # rows of the result are zeros.
-            keep, start = packing.compact()
+            keep, start, rank = packing.compact()
             x = embedding_sum(idx[keep], pos[keep], self.tok_embed.weight, self.pos_embed.weight)
             h = fused_trunk(x, start, self.cfg.heads, self.cfg.recurrence, self.ln_final.eps, self.blocks,
                             self.ln_final)
+            if rows is not None:
+                return h.index_select(0, rank[rows])
             return h if len(keep) == len(idx) else h.new_zeros(len(idx), h.shape[1]).index_copy(0, keep, h)
         x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
         p = 0
@@ -224,7 +228,8 @@ class LoopedTransformer(nn.Module):
                 x = x + hooks.hook_mlp_out(block.mlp(block.ln_mlp(x)))
                 x = hooks.hook_resid_post(x)
                 p += 1
-        return self.ln_final(x)
+        x = self.ln_final(x)
+        return x if rows is None else x.reshape(-1, x.shape[-1]).index_select(0, rows)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.head(self.residual(idx))

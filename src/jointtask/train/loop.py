@@ -135,8 +135,7 @@ def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int,
 
 
 def loss_on_batch(model, b: Batch) -> torch.Tensor:
-    h = model.residual(b.inputs, b.pos, b.packing)
-    h = h.reshape(-1, h.shape[-1]).index_select(0, b.positions)  # the head only where the loss is
+    h = model.residual(b.inputs, b.pos, b.packing, rows=b.positions)  # the head only where the loss is
     return F.cross_entropy(model.head(h), b.targets)
 
 
