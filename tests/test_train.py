@@ -138,3 +138,40 @@ def test_kept_memory_removes_page_faults_on_repeated_steps():
     # (5-130)
     assert kept["faults"] < 400, kept
     assert default["faults"] > 1000 and default["faults"] > 4 * kept["faults"], (default, kept)
+
+
+def test_adamw_step_is_bitwise_torch_adamw():
+    """train/adamw.py replaces opt.step() in training: same parameters and state, bit for bit,
+    over many steps with a changing learning rate, two weight-decay groups, gradients from 1e-6 to
+    1 and tensor sizes that leave every kind of vector tail."""
+    import torch
+    from jointtask import cpu_kernels
+    from jointtask.train.adamw import adamw_step
+
+    K = cpu_kernels.kernels()
+    if K is None or not K.adamw_available():
+        pytest.skip("no AVX-512 kernels here: training uses torch's own AdamW step")
+    shapes = [(7,), (24,), (5, 13), (64,), (64, 192), (22, 64), (33,), (16,), (48, 31), (1,)]
+
+    def setup():
+        torch.manual_seed(0)
+        ps = [torch.nn.Parameter(torch.randn(s) * 0.1) for s in shapes]
+        groups = [{"params": ps[::2], "weight_decay": 0.1}, {"params": ps[1::2], "weight_decay": 0.0}]
+        return ps, torch.optim.AdamW(groups, lr=5e-4, betas=(0.9, 0.99), foreach=True)
+
+    (ref, ref_opt), (ours, our_opt) = setup(), setup()
+    gen = torch.Generator().manual_seed(1)
+    for step in range(60):
+        for p, q in zip(ref, ours):
+            g = torch.randn(p.shape, generator=gen) * 10.0 ** -int(torch.randint(0, 7, (), generator=gen))
+            p.grad, q.grad = g.clone(), g.clone()
+        for o in (ref_opt, our_opt):
+            for grp in o.param_groups:
+                grp["lr"] = 5e-4 * 0.97**step
+        ref_opt.step()
+        adamw_step(our_opt)
+        for p, q in zip(ref, ours):
+            assert torch.equal(p, q), (step, tuple(p.shape))
+            for key in ("step", "exp_avg", "exp_avg_sq"):
+                assert torch.equal(ref_opt.state[p][key], our_opt.state[q][key]), (step, key)
+    assert our_opt.state_dict()["state"].keys() == ref_opt.state_dict()["state"].keys()

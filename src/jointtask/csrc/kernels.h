@@ -144,4 +144,10 @@ void layer_norm_backward(torch::Tensor da, torch::Tensor r, torch::Tensor mean, 
 torch::Tensor bias_gelu(torch::Tensor z, torch::Tensor bias);
 void bias_gelu_backward(torch::Tensor grad, torch::Tensor z, torch::Tensor bias, torch::Tensor dbias);
 
+// optimizer.cpp
+bool adamw_available();
+void adamw_update(std::vector<torch::Tensor> params, std::vector<torch::Tensor> grads,
+                  std::vector<torch::Tensor> exp_avgs, std::vector<torch::Tensor> exp_avg_sqs, double lr,
+                  double weight_decay, double beta1, double beta2, double eps, double step_size, double bc2_sqrt);
+
 }  // namespace jtk
