@@ -111,7 +111,7 @@ static int64_t weighted_sums(const float* const* w, int64_t k, const float* x, i
 // ks .. ke - 1, ks the start of the first row's segment, ke = b0 + nr.
 struct Block {
   int64_t N, C, D, Dv, heads, h, nk = 0, nkc = 0, b0 = 0, nr = 0, ks = 0;
-  std::vector<v16> rows, tr, key_major, kj2, row_major, zero;
+  std::vector<v16> rows, tr, key_major, row_major, zero;
   i16 lane_start, lane_row;  // per lane: the keys it may see, start .. row
   const int64_t* starts = nullptr;
   Block(int64_t N_, int64_t C_, int64_t heads_, int64_t h_)
@@ -121,7 +121,7 @@ struct Block {
   void fit(const int64_t* S, int64_t b0_) {
     starts = S; b0 = b0_; nr = std::min<int64_t>(W, N - b0); ks = S[b0];
     nk = b0 + nr - ks; nkc = (nk + W - 1) / W;
-    for (auto* b : {&key_major, &kj2}) if ((int64_t)b->size() < nkc * W) b->resize(nkc * W);
+    if ((int64_t)key_major.size() < nkc * W) key_major.resize(nkc * W);
     if ((int64_t)row_major.size() < W * nkc) row_major.resize(W * nkc);
     for (int64_t l = 0; l < W; ++l) {  // lanes past the end see key ks alone (finite, unused)
       lane_start[l] = l < nr ? S[b0 + l] : ks;
