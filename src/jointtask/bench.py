@@ -1,22 +1,22 @@
 """`jointtask bench`: training throughput of jointtask's trainer against a naive baseline, and
-the fraction of this core's FP32 peak, in one run on one thread, each measurement in a fresh
-process (spawned) so that none inherits another's allocator state or caches.
+the fraction of this core's FP32 peak, on one thread, each measurement in a fresh process
+(spawned) so that none inherits another's allocator state or caches. The two loops alternate
+(ours, naive, ours, naive, ...) and each reports its median: the speed of a shared machine drifts
+over minutes, and alternating keeps that drift out of the ratio.
 
 naive: the model a researcher writes first, defined here and sharing no code with the package:
 the same architecture (one pre-LayerNorm block applied 4 times, one head, GELU MLP, learned
 positions) as a plain nn.Module with F.scaled_dot_product_attention, trained by an eager loop with
 AdamW on batches of 64 packed 128-token windows cut from the concatenated training samples, loss
 on every token.
-ours: the package's training step (whole examples packed into rows of 64, 128, ... tokens when
-padding would waste over a third of the batch, each token attending inside its own example via
-the C++ kernels of the fused trunk (fused_trunk.py), loss and output head only on the tokens after the first
-'=', batch 256), as `jointtask train` runs it, batch building and malloc settings included
-(train/allocator.py); naive runs with the C library's defaults, as a plain script does. Both are
-also measured with the other setting: `ratio_same_allocator` compares them with it alike.
+ours: the package's training step as `jointtask train` runs it (plain PyTorch: whole examples
+packed into rows of 64, 128, ... tokens when padding would waste over a third of the batch, each
+token attending inside its own example through a block-diagonal mask, loss and output head only on
+the tokens after the first '=', batch 256, fused AdamW), batch building included.
 Tokens/s counts input tokens that are not padding. FLOPs per token: 6 x (weights applied per
 token, with the block counted once per pass) + 6 x passes x context x width for attention, where
 context is the mean number of keys a query needs: its causal context inside its own example for
-ours (whatever the kernel computes beyond that is waste, not work), (128 + 1) / 2 for naive.
+ours, (128 + 1) / 2 for naive.
 """
 
 from __future__ import annotations
@@ -33,13 +33,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fileio import atomic_write_json
-from . import cpu_kernels
 from .model import LoopedTransformer, ModelConfig
 from .tasks.dataset import build_task_data, context_length
 from .tasks.spec import DataConfig, TaskConfig
 from .train.config import RunConfig
-from .train.allocator import keep_freed_memory
 from .train.loop import batch_indices, make_batch, make_optimizer, optimisation_step
+
+
+PATH = "plain PyTorch (SDPA attention with block-diagonal masks, fused AdamW)"
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
+
+
+def cpu_flags() -> list[str]:
+    """The vector extensions this CPU reports (x86: /proc/cpuinfo flags; Arm: Features)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in VECTOR_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def cpu_model() -> str:
@@ -107,17 +121,15 @@ def bench_task() -> tuple[TaskConfig, object]:
     return task, build_task_data(task, DataConfig(per_n=500, eval_count=0, eval_train_count=0), 0)
 
 
-def measure(loop: str, width: int, kept_memory: bool, seconds: float) -> dict:
+def measure(loop: str, width: int, seconds: float) -> dict:
     """Tokens/s and FLOP/s of one loop ("ours" or "naive") at one width, run in a fresh process
     (run_bench spawns one per measurement): the allocator's state and the caches then owe
-    nothing to whatever ran before. `kept_memory` applies the trainer's malloc settings
-    (train/allocator.py), as `jointtask train` does. The peak is measured in the same process
+    nothing to whatever ran before. The peak is measured in the same process
     just before and after the loop (the larger of the two): this machine's speed drifts by a
     few percent over minutes, and a share of a peak taken at another time inherits the drift."""
     torch.set_num_threads(1)
     peak_seconds = max(0.5, seconds / 10)
     peak_before = peak_flops(peak_seconds)
-    applied = keep_freed_memory() if kept_memory else False
     task, data = bench_task()
     vocab = len(data.vocab)
     cfg = RunConfig(task=task, model=ModelConfig(width=width))
@@ -155,17 +167,17 @@ def measure(loop: str, width: int, kept_memory: bool, seconds: float) -> dict:
             state["step"] += 1
             if b.packing is None:
                 contexts.append(float(b.inputs.shape[1] + 1) / 2)
-            else:
-                real = b.packing.segment >= 0
-                contexts.append(float((b.pos[real] + 1).double().mean()))
+            else:  # padding sits at position 0 of no example: each padding slot adds 1 to the sum
+                n_pad = len(b.inputs) - b.n_tokens
+                contexts.append(float((b.pos + 1).sum() - n_pad) / b.n_tokens)
             optimisation_step(ours, opt, b, cfg.train.grad_clip)
             return b.n_tokens
 
         seconds_taken, tokens = _time_steps(step, seconds)
         context = float(np.mean(contexts))
     tok_s = tokens / seconds_taken
-    return {"tok_s": tok_s, "flops": tok_s * flops_per_token(ours, context), "kept_memory": applied,
-            "kernels": cpu_kernels.usable(torch.zeros(1)), "peak_flops": max(peak_before, peak_flops(peak_seconds))}
+    return {"tok_s": tok_s, "flops": tok_s * flops_per_token(ours, context),
+            "peak_flops": max(peak_before, peak_flops(peak_seconds))}
 
 
 def _in_fresh_process(*args) -> dict:
@@ -173,33 +185,40 @@ def _in_fresh_process(*args) -> dict:
         return ex.submit(measure, *args).result()
 
 
-def bench_width(width: int, seconds: float) -> dict:
-    """Both loops as a user runs them (ours with the trainer's malloc settings, naive with the C
-    library's defaults), then each with the other allocator setting, so the JSON shows how much
-    of the ratio the allocator accounts for."""
-    ours = _in_fresh_process("ours", width, True, seconds)
-    naive = _in_fresh_process("naive", width, False, seconds)
-    ours_default = _in_fresh_process("ours", width, False, seconds)
-    naive_kept = _in_fresh_process("naive", width, True, seconds)
-    return {"ours_tok_s": ours["tok_s"], "naive_tok_s": naive["tok_s"], "ratio": ours["tok_s"] / naive["tok_s"],
-            "peak_fraction": ours["flops"] / ours["peak_flops"], "naive_peak_fraction": naive["flops"] / naive["peak_flops"],
-            "peak_flops": ours["peak_flops"], "naive_peak_flops": naive["peak_flops"],
-            "ours_default_malloc_tok_s": ours_default["tok_s"], "naive_kept_memory_tok_s": naive_kept["tok_s"],
-            "ratio_same_allocator": ours["tok_s"] / naive_kept["tok_s"] if naive_kept["kept_memory"] else None,
-            "kept_memory": ours["kept_memory"],
-            "kernels": "fused trunk (C++)" if ours["kernels"] else "off: PyTorch ops, SDPA with masks"}
+def bench_width(width: int, seconds: float, rounds: int = 3) -> dict:
+    """Both loops alternating for `rounds` rounds of `seconds` each; medians."""
+    runs = {"ours": [], "naive": []}
+    for _ in range(rounds):
+        runs["ours"].append(_in_fresh_process("ours", width, seconds))
+        runs["naive"].append(_in_fresh_process("naive", width, seconds))
+    med = {k: {key: float(np.median([r[key] for r in v])) for key in ("tok_s", "flops", "peak_flops")}
+           for k, v in runs.items()}
+    o, n = med["ours"], med["naive"]
+    return {"ours_tok_s": o["tok_s"], "naive_tok_s": n["tok_s"], "ratio": o["tok_s"] / n["tok_s"],
+            "ratio_per_round": [a["tok_s"] / b["tok_s"] for a, b in zip(runs["ours"], runs["naive"])],
+            "peak_fraction": o["flops"] / o["peak_flops"], "naive_peak_fraction": n["flops"] / n["peak_flops"],
+            "peak_flops": o["peak_flops"], "naive_peak_flops": n["peak_flops"]}
+
+
+def recommendation(widths: dict) -> str:
+    slower = [w for w, r in widths.items() if r["ratio"] < 1.0]
+    if not slower:
+        return f"{PATH}: at least as fast as the naive loop at every width measured"
+    return (f"{PATH} is the only training path; it measured slower than the naive loop at width(s) "
+            f"{', '.join(slower)} here: report this machine (docs/performance.md)")
 
 
 def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
     torch.set_num_threads(1)
-    seconds = 3.0 if quick else 15.0
-    cpu_kernels.kernels()  # compile (or load) once here, not in a measured process
-    out = {"machine": {"platform": platform.platform(), "processor": cpu_model(),
+    seconds, rounds = (2.0, 2) if quick else (5.0, 3)
+    out = {"machine": {"platform": platform.platform(), "processor": cpu_model(), "vector_extensions": cpu_flags(),
                        "torch": torch.__version__, "threads": 1},
-           "task": "ADD+MAX+MED mod 10, depth 2", "seconds_per_measurement": seconds,
+           "path": PATH, "task": "ADD+MAX+MED mod 10, depth 2", "seconds_per_measurement": seconds,
+           "rounds": rounds,
            "peak": "FP32 512x512 matmul on one thread, in each measurement's process before and after it",
-           "widths": {str(w): bench_width(w, seconds) for w in widths}}
+           "widths": {str(w): bench_width(w, seconds, rounds) for w in widths}}
     out["peak_flops"] = max(r["peak_flops"] for r in out["widths"].values())
+    out["recommendation"] = recommendation(out["widths"])
     return out
 
 

@@ -224,9 +224,13 @@ def bench(
     from .bench import write_bench
 
     res = write_bench(out, quick)
+    m = res["machine"]
+    typer.echo(f"{m['processor']} ({', '.join(m['vector_extensions']) or 'no vector extensions reported'}), "
+               f"torch {m['torch']}, one thread; path: {res['path']}")
     for w, r in res["widths"].items():
         typer.echo(f"width {w:>4}: ours {r['ours_tok_s']:>9.0f} tok/s, naive {r['naive_tok_s']:>9.0f} tok/s, "
                    f"ratio {r['ratio']:.2f}, {r['peak_fraction']:.1%} of peak")
+    typer.echo(f"recommended: {res['recommendation']}")
 
 
 @app.command()

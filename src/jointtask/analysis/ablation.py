@@ -22,7 +22,7 @@ def sublayer_means_and_norms(model, es: EncodedSet) -> tuple[dict, dict]:
     mask = ids != 0
     mask[:, 0] = True
     store = {}
-    hooks = [(n, (lambda a, n=n: store.__setitem__(n, a))) for n in names]
+    hooks = [(n, lambda a, hook: store.__setitem__(hook.name, a)) for n in names]
     model.eval()
     with model.hooks(hooks):
         model.residual(ids)
@@ -42,8 +42,8 @@ def ablation_table(model, es: EncodedSet, vocab) -> list[dict]:
             passes = range(n_passes) if where == "all" else [where]
             names = [f"passes.{p}.hook_{kind}_out" for p in passes]
             for mode in ("zero", "mean"):
-                fn = (lambda n: (lambda a: torch.zeros_like(a))) if mode == "zero" else \
-                    (lambda n: (lambda a, m=means[n]: m.expand_as(a).clone()))
+                fn = (lambda n: (lambda a, hook: torch.zeros_like(a))) if mode == "zero" else \
+                    (lambda n: (lambda a, hook, m=means[n]: m.expand_as(a).clone()))
                 with model.hooks([(n, fn(n)) for n in names]):
                     acc = accuracy(model, es, vocab)
                 rows.append({"sublayer": kind, "pass": str(where), "mode": mode, "accuracy": acc,

@@ -20,8 +20,6 @@ from ..errors import UserError
 from ..fileio import append_line, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 from ..model import LoopedTransformer, Packing
 from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
-from .adamw import adamw_step
-from .allocator import keep_freed_memory
 from .config import RunConfig
 from .evaluate import accuracy
 
@@ -118,12 +116,16 @@ def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: i
     inputs[dest] = train.ids[idx[example], t]
     nxt[dest] = train.ids[idx[example], t + 1]
     pos[dest], seg[dest], lossmask[dest] = t, example, t >= starts[example]
-    example_start = np.arange(N)  # flat index of each token's example's first token; padding: its own
-    example_start[dest] = np.repeat(row_start[row] + offset, lengths)
     flat = torch.from_numpy(lossmask).nonzero().squeeze(1)
-    packing = Packing(rows, widths, torch.from_numpy(example_start).to(device), torch.from_numpy(seg).to(device))
+    masks, begin = [], 0  # per group [rows, 1, w, w]: causal and inside one example (padding: -1, sees itself)
+    for n_rows, w in zip(rows, widths):
+        s = torch.from_numpy(seg[begin: begin + n_rows * w]).view(n_rows, w)
+        begin += n_rows * w
+        allowed = (s[:, :, None] == s[:, None, :]) & torch.ones(w, w, dtype=torch.bool).tril()
+        # additive (0 / -inf): SDPA would convert a boolean mask again in every pass (measured: 4% of a step)
+        masks.append(torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf")).unsqueeze(1).to(device))
     return Batch(torch.from_numpy(inputs).to(device), torch.from_numpy(nxt)[flat].to(device), flat.to(device),
-                 int(lengths.sum()), torch.from_numpy(pos).to(device), packing)
+                 int(lengths.sum()), torch.from_numpy(pos).to(device), Packing(rows, widths, masks))
 
 
 def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int, window: int, device) -> Batch:
@@ -147,7 +149,7 @@ def optimisation_step(model, opt, b: Batch, grad_clip: float) -> float:
     loss.backward()
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    adamw_step(opt)  # opt.step(), bitwise, in fewer calls (train/adamw.py)
+    opt.step()
     return float(loss.detach())
 
 
@@ -164,7 +166,9 @@ def make_optimizer(model, cfg: RunConfig):
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), foreach=True)
+    # fused: one kernel per step on the CPU and on CUDA (measured in docs/performance.md)
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=fused, foreach=None if fused else True)
 
 
 def evaluate_all(model, data: TaskData, device) -> tuple[dict, dict]:
@@ -225,7 +229,6 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     (transfer, SPEC section 6) with a fresh optimiser."""
     out = Path(out)
     torch.set_num_threads(cfg.train.threads)
-    keep_freed_memory()  # no page faults on each step's fresh activations (allocator.py)
     device = torch.device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device is cuda but no CUDA device is available")
