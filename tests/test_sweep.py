@@ -130,13 +130,25 @@ def test_ray_cluster_on_loopback_gives_the_same_table(tmp_path, reference):
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
-def test_exposure_budget_scales_steps_with_the_number_of_ops():
+def test_exposure_budget_scales_steps_and_plans_the_equal_steps_control():
     equal = load_experiment(SMOKE)
     exposure = load_experiment(SMOKE, ["sweep.budget=exposure"])
     base = equal.base["train"]["steps"]
-    for run in plan(equal):
-        assert run.config.train.steps == base
-    for run, same in zip(plan(exposure), plan(equal)):
-        assert run.config.train.steps == base * len(run.mixture.split("+"))
-        # a single-op run is the very same run under either budget; a mixture is a new one
-        assert (run.run_id == same.run_id) == (len(run.mixture.split("+")) == 1)
+    assert all(run.config.train.steps == base for run in plan(equal))
+    by_id = {r.run_id: r for r in plan(equal)}
+    runs = plan(exposure)
+    for run in runs:
+        ops = run.mixture.split("@")[0].split("+")
+        if "@" in run.mixture:  # the control: the target alone, for the mixture's steps
+            assert len(ops) == 1 and run.config.train.steps == int(run.mixture.split("@")[1])
+            assert run.config.task.ops == ops
+        else:
+            assert run.config.train.steps == base * len(ops)
+            # a single-op run is the very same run under either budget; a mixture is a new one
+            assert (run.run_id in by_id) == (len(ops) == 1)
+    mixtures = {r.mixture for r in runs}
+    for m in mixtures:
+        ops = m.split("+")
+        if len(ops) > 1:
+            assert {f"{t}@{base * len(ops)}" for t in (exposure.sweep.targets or ops) if t in ops} <= mixtures
+    assert len({r.run_id for r in runs}) == len(runs)

@@ -1,4 +1,5 @@
-"""Command line: `jointtask data | train | sweep | results | status | transition | analyze | bench | reproduce`.
+"""Command line: `jointtask data | train | sweep | results | status | transition | ratios | claims | analyze |
+bench | reproduce | compat`.
 
 Bad input ends with one line on stderr and exit code 2, never a traceback.
 """
@@ -27,16 +28,21 @@ def data(
     modulus: Optional[int] = typer.Option(None, help="modulus n (ListOps family)"),
     degree: Optional[int] = typer.Option(None, help="k of S_k (permutation family)"),
     max_depth: int = typer.Option(2, help="nesting levels, the root counting as one"),
-    split: str = typer.Option("train", help="train or test side of the held-out split"),
-    test_fraction: float = typer.Option(0.2),
+    split: str = typer.Option("train", help="train, validation or test"),
+    test_fraction: float = typer.Option(0.2, help="share of expressions (up to symmetry) in test"),
+    validation_fraction: float = typer.Option(0.1, help="share of expressions in validation"),
+    unique: bool = typer.Option(False, help="distinct expressions only (up to symmetry)"),
 ):
     """Write generated samples (tokens, prompt, answer, op) as JSON lines."""
     from .fileio import atomic_write_text
     from .tasks.dataset import generate
     from .tasks.spec import TaskConfig, parse_ops
 
+    from .tasks.spec import DataConfig
+
     task = _validated(TaskConfig, ops=parse_ops(ops), modulus=modulus, degree=degree, max_depth=max_depth)
-    samples = generate(task, count, seed, split, test_fraction)
+    _validated(DataConfig, test_fraction=test_fraction, validation_fraction=validation_fraction)
+    samples = generate(task, count, seed, split, test_fraction, validation_fraction, unique=unique)
     atomic_write_text(out, "".join(json.dumps(s.to_record()) + "\n" for s in samples))
     typer.echo(f"wrote {len(samples)} samples to {out}", err=True)
 
@@ -134,20 +140,33 @@ def status(sweep_dir: Path = typer.Argument(...), json_: bool = typer.Option(Fal
 
 @app.command()
 def transition(
-    points: Path = typer.Argument(..., help="CSV with columns params,accuracy[,seed]"),
+    points: Path = typer.Argument(..., help="CSV with columns params,accuracy,seed (3+ widths, 3+ seeds)"),
     n_boot: int = typer.Option(1000, help="bootstrap replicates"),
     frac: float = typer.Option(0.8, help="P* is where the fit reaches frac x its asymptote"),
     learned_floor: float = typer.Option(0.8, help="an asymptote below this means no transition"),
+    success: float = typer.Option(0.8, help="a run succeeds (P50 view) when its accuracy reaches this"),
 ):
-    """Fit a learning transition to (params, accuracy) points; prints JSON."""
+    """Fit a learning transition (P* and P50, with 95% intervals) to (params, accuracy, seed) points; prints JSON."""
     from .analysis.transition import fit_transition
 
-    df = _read_table(points, {"params", "accuracy"})
-    if len(df) < 4 or df.params.nunique() < 2:
-        raise UserError("need at least 4 points at 2 or more sizes")
-    t = fit_transition(df.params, df.accuracy, df.seed if "seed" in df else None, n_boot=n_boot, frac=frac,
-                       learned_floor=learned_floor)
+    df = _read_table(points, {"params", "accuracy", "seed"})
+    for name, v in (("frac", frac), ("learned-floor", learned_floor), ("success", success)):
+        if not 0 < v <= 1:
+            raise UserError(f"--{name} must be in (0, 1], got {v}")
+    if n_boot < 1:
+        raise UserError(f"--n-boot must be >= 1, got {n_boot}")
+    for col in ("params", "accuracy"):
+        if not _numeric(df[col]):
+            raise UserError(f"column {col!r} of {str(points)!r} holds values that are not numbers")
+    t = fit_transition(df.params.astype(float), df.accuracy.astype(float), df.seed, n_boot=n_boot, frac=frac,
+                       learned_floor=learned_floor, success=success)
     typer.echo(json.dumps(t.to_dict(), indent=2))
+
+
+def _numeric(col) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(col))
 
 
 def _read_table(path: Path, columns: set[str]):
@@ -168,29 +187,41 @@ def _read_table(path: Path, columns: set[str]):
 @app.command()
 def ratios(
     results: Path = typer.Argument(..., help="a results.csv that `analyze` wrote (one row per run and target op)"),
-    n_boot: int = typer.Option(500, help="bootstrap replicates per transition"),
+    n_boot: int = typer.Option(1000, help="bootstrap replicates per transition"),
 ):
     """Transitions and joint-benefit ratios from a results table alone (no run directories
     needed); prints both tables as CSV."""
+    from .analysis.sweep_analysis import budgets_of, transitions
     from .analysis.sweep_analysis import ratios as ratio_table
-    from .analysis.sweep_analysis import transitions
 
     df = _read_table(results, {"mixture", "target_op", "params", "accuracy", "seed", "width"})
     trans, fits = transitions(df, n_boot=n_boot)
     typer.echo(trans.to_csv(index=False))
-    typer.echo(ratio_table(fits).to_csv(index=False))
+    typer.echo(ratio_table(fits, budgets_of(df)).to_csv(index=False))
+
+
+@app.command()
+def claims(
+    dirs: List[Path] = typer.Argument(..., help="result directories holding results.csv (e.g. docs/results/*)"),
+    format: str = typer.Option("md", help="md or csv"),
+    n_boot: int = typer.Option(1000, help="bootstrap replicates per transition"),
+):
+    """The paper's claims against result tables: ours with 95% interval, design, verdict, command."""
+    from .analysis.claims import claims_table
+
+    typer.echo(claims_table(dirs, format, n_boot), nl=False)
 
 
 @app.command()
 def analyze(
     sweep_dir: Path = typer.Argument(...),
-    n_boot: int = typer.Option(500, help="bootstrap replicates per transition"),
+    n_boot: int = typer.Option(1000, help="bootstrap replicates per transition"),
     width: Optional[int] = typer.Option(None, help="width of the runs used for embeddings and ablations"),
 ):
     """Write SWEEP_DIR/report/index.html with figures and CSV tables."""
     from .report import write_report
 
-    path = write_report(sweep_dir, n_boot=n_boot, width=width)
+    path, _ = write_report(sweep_dir, n_boot=n_boot, width=width)
     typer.echo(str(path))
 
 
@@ -208,8 +239,8 @@ def reproduce(
     from .reproduce import reproduce as run_preset
 
     res = run_preset(preset, out, workers, backend, address, _with_device(set_, device))
-    for v in res["verdicts"]:
-        typer.echo(f"{v['claim']}: {v['verdict']} -- {v['ours']}")
+    for c in res["claims"]:
+        typer.echo(f"{c['claim']}: {c['verdict']} -- {c['ours, 95% interval']}")
     typer.echo(f"report: {res['report']} ({res['seconds']:.0f} s)")
     if res["summary"]["failed"]:
         raise typer.Exit(1)

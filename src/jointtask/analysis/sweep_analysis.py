@@ -13,21 +13,35 @@ from ..train.config import load_config
 from ..train.loop import CHECKPOINT, build_model, load_checkpoint
 from .ablation import ablation_table
 from .embeddings import embedding_structure, number_embeddings
-from .transition import fit_transition, joint_benefit
+from .transition import DesignError, fit_transition, joint_benefit
 
 
-def transitions(df: pd.DataFrame, n_boot: int = 500) -> tuple[pd.DataFrame, dict]:
+TRANSITION_COLUMNS = ["mixture", "target_op", "p_star", "ci_low", "ci_high", "censored", "bound", "p50", "p50_ci_low",
+                      "p50_ci_high", "p50_censored", "lo", "hi", "p0", "w", "p_min", "p_max", "n_points", "n_seeds",
+                      "n_runs", "widths", "test_scored", "test_exist", "note"]
+RATIO_COLUMNS = ["target_op", "comparison", "baseline_mixture", "mixture", "ratio", "kind", "ci_low", "ci_high", "verdict",
+                 "p50_ratio", "p50_kind", "p50_ci_low", "p50_ci_high", "p50_verdict"]
+
+
+def transitions(df: pd.DataFrame, n_boot: int = 1000) -> tuple[pd.DataFrame, dict]:
+    """One row per (mixture, target op) trained on it; a curve whose design is too small for a
+    fit gets a row with the reason in `note` and no estimate."""
     rows, fits = [], {}
     for (mixture, op), g in df.groupby(["mixture", "target_op"], sort=True):
-        if op not in trained_ops(mixture) or g.params.nunique() < 2:
+        if op not in trained_ops(mixture):
             continue
-        t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=n_boot)
+        row = {"mixture": mixture, "target_op": op, "n_runs": len(g), "n_seeds": g.seed.nunique(),
+               "widths": ",".join(map(str, sorted(g.width.unique())))}
+        if "test_scored" in g:
+            row["test_scored"], row["test_exist"] = int(g.test_scored.min()), g.test_exist.min()
+        try:
+            t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=n_boot)
+        except DesignError as e:
+            rows.append({**row, "note": str(e)})
+            continue
         fits[(mixture, op)] = t
-        rows.append({"mixture": mixture, "target_op": op, **t.to_dict(),
-                     "n_runs": len(g), "widths": ",".join(map(str, sorted(g.width.unique())))})
-    cols = ["mixture", "target_op", "p_star", "ci_low", "ci_high", "censored", "bound", "lo", "hi", "p0", "w",
-            "p_min", "p_max", "n_points", "n_seeds", "n_runs", "widths"]
-    return pd.DataFrame(rows, columns=cols), fits
+        rows.append({**t.to_dict(), **row, "note": ""})
+    return pd.DataFrame(rows, columns=TRANSITION_COLUMNS), fits
 
 
 def trained_ops(mixture: str) -> list[str]:
@@ -36,22 +50,47 @@ def trained_ops(mixture: str) -> list[str]:
     return mixture.split(">")[-1].split("@")[0].split("+")
 
 
-def baseline_of(op: str, mixtures: list[str]) -> str | None:
-    """The target trained alone, if the sweep has it."""
-    return op if op in mixtures else None
+ISOMORPHIC = [("ADD", "SADD")]  # alone, the two are the same group with relabelled values: an A/A pair
 
 
-def ratios(fits: dict) -> pd.DataFrame:
+def comparisons(mixtures: list[str], budgets: dict[str, int]) -> list[tuple[str, str, str, str]]:
+    """(comparison, target op, baseline mixture, mixture) for every ratio a sweep can give: each
+    mixture against its target alone; against its target alone trained for the mixture's own
+    step budget when the sweep has that control ('ADD@9000', planned with budget = 'exposure');
+    and isomorphic single ops against each other (A/A checks)."""
+    out = []
+    for m in mixtures:
+        ops = trained_ops(m)
+        if len(ops) < 2 or "@" in m:
+            continue
+        for op in ops:
+            if op in mixtures:
+                out.append(("joint", op, op, m))
+            same = f"{op}@{budgets.get(m)}"
+            if same in mixtures:
+                out.append(("joint, equal steps", op, same, m))
+    for a, b in ISOMORPHIC:
+        if a in mixtures and b in mixtures:
+            out.append(("A/A (isomorphic)", a, a, b))
+    return out
+
+
+def ratios(fits: dict, budgets: dict[str, int] | None = None) -> pd.DataFrame:
     rows = []
     mixtures = sorted({m for m, _ in fits})
-    for (mixture, op), t in sorted(fits.items()):
-        base = baseline_of(op, mixtures)
-        if base is None or base == mixture or (base, op) not in fits:
+    for comparison, op, base, mixture in comparisons(mixtures, budgets or {}):
+        target = trained_ops(mixture)[0] if comparison.startswith("A/A") else op
+        if (base, op) not in fits or (mixture, target) not in fits:
             continue
-        r = joint_benefit(fits[(base, op)], t)
-        rows.append({"target_op": op, "baseline_mixture": base, "mixture": mixture, **r})
-    return pd.DataFrame(rows, columns=["target_op", "baseline_mixture", "mixture", "ratio", "kind", "ci_low",
-                                       "ci_high", "verdict"])
+        r = joint_benefit(fits[(base, op)], fits[(mixture, target)])
+        rows.append({"target_op": op, "comparison": comparison, "baseline_mixture": base, "mixture": mixture, **r})
+    return pd.DataFrame(rows, columns=RATIO_COLUMNS)
+
+
+def budgets_of(df: pd.DataFrame) -> dict[str, int]:
+    """Each mixture's planned step budget (tables without that column: the most steps a run took)."""
+    col = "budget_steps" if "budget_steps" in df else "steps" if "steps" in df else None
+    return {m: int(g[col].max()) for m, g in df.groupby("mixture")} if col else {}
 
 
 def load_run(run_dir: Path):
@@ -105,8 +144,8 @@ def ablations_for(out: Path, reps: dict) -> pd.DataFrame:
     for mixture, r in reps.items():
         cfg, data, model = load_run(out / "runs" / r["run_id"])
         for op in r["targets"]:
-            if op in data.eval_sets:
-                for row in ablation_table(model, data.eval_sets[op], data.vocab):
+            if op in data.test_sets:
+                for row in ablation_table(model, data.test_sets[op], data.vocab):
                     rows.append({"mixture": mixture, "target_op": op, "width": r["width"], **row})
     return pd.DataFrame(rows)
 
@@ -122,14 +161,14 @@ def transfer_curves(df: pd.DataFrame) -> pd.DataFrame:
         accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), n=("accuracy", "size"))
 
 
-def analyze_sweep(out: str | Path, n_boot: int = 500, n_perm: int = 999, width: int | None = None,
+def analyze_sweep(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: int | None = None,
                   ablate: bool = True) -> dict:
     out = Path(out)
     df = collect(out)
     trans, fits = transitions(df, n_boot)
     reps = representative_runs(out, df, width)
     emb = embeddings_for(out, reps, n_perm) if reps else {}
-    return {"results": df, "transitions": trans, "fits": fits, "ratios": ratios(fits),
+    return {"results": df, "transitions": trans, "fits": fits, "ratios": ratios(fits, budgets_of(df)),
             "embeddings": emb, "embedding_table": embedding_table(emb),
             "ablations": ablations_for(out, reps) if (ablate and reps) else pd.DataFrame(),
             "transfer": transfer_curves(df),

@@ -1,29 +1,54 @@
-"""Learning-transition fits (SPEC section 4).
+"""Learning transitions and joint-benefit ratios (SPEC section 4), with calibrated intervals.
 
-a(P) = lo + (hi - lo) / (1 + exp(-(log P - log P0) / w)), fitted by least squares (scipy's
-curve_fit) with starting values and bounds taken from the data.
+Two views of one curve (runs at several widths, several seeds each; P = parameter count):
 
-Definitions (ours where the paper is silent; each is a documented argument):
-- P* is the smallest P at which the fitted curve reaches `frac` (default 0.8) of its asymptote hi.
-- Censoring: the curve is "above" (no transition up to the largest size swept) when its
-  asymptote hi is below `learned_floor` (default 0.8: it is never reliably learned) or it has not reached
-  frac*hi at the largest size; "below" when it is already there at the smallest size. A censored
-  P* is reported as a bound (the largest or smallest size), never as a value.
-- Confidence interval: percentile bootstrap. With 3 or more seeds the seeds are resampled
-  (all widths of a seed together); with fewer, individual points are. Censored replicates count
-  as +inf ("above") or -inf ("below"), so an interval may be open on one side.
+- **P\\*** (accuracy view). Fit `a(P) = lo + (hi - lo) / (1 + exp(-(log P - log P0) / w))` by least
+  squares; P\\* is the smallest P where the fit reaches `frac` (0.8) of its asymptote hi.
+- **P50** (success view, for seeds that are bimodal: a seed learns or it does not). A run
+  succeeds when its test accuracy reaches `success` (0.8); a logistic regression of success on
+  log P (slightly penalised, so that a clean step between two sizes still has a finite fit) gives
+  the size at which half the seeds succeed.
+
+Both are censored rather than invented: "above" when the curve does not get there by the largest
+size swept (P\\*: also when hi < `learned_floor`), "below" when it is there at the smallest.
+
+Intervals: percentile bootstrap over seeds (all widths of a seed together), 95%. The data say
+nothing about where between two swept sizes a step lies, so an interval always spans the two
+swept sizes around its estimate. A fit is refused (DesignError) with fewer than 3 widths or 3
+seeds. Fits are deterministic and do not depend on the order of the input rows.
+
+Ratio = P(target alone) / P(target in the mixture), for P\\* and for P50, with an unpaired
+bootstrap interval (seed s of one mixture is no partner of seed s of another); each replicate of
+either side is first moved uniformly within the gap between the swept sizes around it, where the
+data cannot place a step. Verdicts (defined once, here and in
+docs/definitions.md):
+  benefit       the interval lies above 1
+  harm          the interval lies below 1
+  no benefit    the interval contains 1 and lies inside (1/2, 2): it excludes the paper's smallest
+                claimed effect (2x) in both directions
+  inconclusive  otherwise (the interval contains 1 and reaches 2x or 1/2, or is open there)
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import OptimizeWarning, curve_fit
+
+from ..errors import UserError
 
 FRAC = 0.8
 LEARNED_FLOOR = 0.8
+SUCCESS = 0.8
+LEVEL = 0.95
+PAPER_SMALLEST_EFFECT = 2.0
+MIN_WIDTHS = 3
+MIN_SEEDS = 3
+VERDICTS = ("benefit", "harm", "no benefit", "inconclusive")
+
+
+class DesignError(UserError):
+    """Too few widths or seeds for a fit."""
 
 
 def logistic(logp, lo, hi, logp0, w):
@@ -31,156 +56,276 @@ def logistic(logp, lo, hi, logp0, w):
 
 
 @dataclass
-class Fit:
-    lo: float
-    hi: float
-    p0: float
-    w: float
-    p_star: float | None  # None when censored
+class Estimate:
+    """One view's estimate of one curve: `value` (None when censored) and its interval (None: open)."""
+
+    value: float | None
     censored: str  # "none", "above", "below"
     p_min: float
     p_max: float
+    params: tuple = ()  # the fitted curve's parameters
 
     @property
-    def log_p_star(self) -> float:
+    def log_value(self) -> float:
         if self.censored == "above":
             return np.inf
         if self.censored == "below":
             return -np.inf
-        return float(np.log(self.p_star))
+        return float(np.log(self.value))
 
 
-def fit_curve(params, acc, frac: float = FRAC, learned_floor: float = LEARNED_FLOOR) -> Fit:
-    x = np.log(np.asarray(params, dtype=float))
-    y = np.asarray(acc, dtype=float)
-    lo_x, hi_x = float(x.min()), float(x.max())
+GRID_X, GRID_W = 241, 61  # the (log P0, w) grid of a fit: steps of 1/120 of the swept log range, 9% in w
+
+
+def _grids(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo_x, hi_x = float(xs[0]), float(xs[-1])
     span = max(hi_x - lo_x, 1e-6)
-    # start: floor and ceiling from the data, midpoint where the data cross halfway
-    y_lo, y_hi = float(np.percentile(y, 10)), float(np.percentile(y, 90))
-    mid = (y_lo + y_hi) / 2
-    order = np.argsort(x)
-    above = x[order][y[order] >= mid]
-    x0 = float(above[0]) if len(above) else hi_x
-    p0 = [y_lo, max(y_hi, y_lo + 1e-3), x0, span / 8]
-    bounds = ([0.0, 0.0, lo_x - span, span / 200], [1.0, 1.0, hi_x + span, span * 2])
-    p0 = np.clip(p0, np.array(bounds[0]) + 1e-9, np.array(bounds[1]) - 1e-9)
-    best = None
-    for start_w in (p0[3], span / 3, span / 30):  # a few starts: the least-squares surface is not convex
-        start = np.array([p0[0], p0[1], p0[2], np.clip(start_w, bounds[0][3] + 1e-9, bounds[1][3] - 1e-9)])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                popt, _ = curve_fit(logistic, x, y, p0=start, bounds=bounds, maxfev=4000)
-        except (RuntimeError, ValueError):
-            continue
-        sse = float(((logistic(x, *popt) - y) ** 2).sum())
-        if best is None or sse < best[0]:
-            best = (sse, popt)
-    if best is None:
-        popt = np.array([y.mean(), y.mean(), hi_x, span])
-    else:
-        popt = best[1]
-    lo, hi, logp0, w = map(float, popt)
-    if hi < lo:  # a falling curve: describe it by its asymptote at large P
-        lo, hi, w = hi, lo, -w
-    p_min, p_max = float(np.exp(lo_x)), float(np.exp(hi_x))
-    level = frac * hi
-    curve = lambda lx: logistic(lx, *popt)
-    if hi < learned_floor or curve(hi_x) < level:
-        return Fit(lo, hi, float(np.exp(logp0)), w, None, "above", p_min, p_max)
-    if curve(lo_x) >= level:
-        return Fit(lo, hi, float(np.exp(logp0)), w, None, "below", p_min, p_max)
-    # smallest P in the swept range where the curve reaches the level (bisection on a grid)
-    grid = np.linspace(lo_x, hi_x, 2001)
-    first = grid[np.argmax(curve(grid) >= level)]
-    return Fit(lo, hi, float(np.exp(logp0)), w, float(np.exp(first)), "none", p_min, p_max)
+    x0 = np.linspace(lo_x - span / 2, hi_x + span / 2, GRID_X)
+    w = np.geomspace(span / 200, 2 * span, GRID_W)
+    return np.repeat(x0, GRID_W), np.tile(w, GRID_X)  # [G] each
 
 
-@dataclass
-class Transition:
-    fit: Fit
-    ci_low: float | None
-    ci_high: float | None
-    n_points: int
-    n_seeds: int
-    boot_log_p_star: np.ndarray = field(repr=False, default=None)
-
-    def to_dict(self) -> dict:
-        f = self.fit
-        return {"p_star": f.p_star, "ci_low": self.ci_low, "ci_high": self.ci_high, "censored": f.censored,
-                "bound": f.p_max if f.censored == "above" else f.p_min if f.censored == "below" else None,
-                "lo": f.lo, "hi": f.hi, "p0": f.p0, "w": f.w, "p_min": f.p_min, "p_max": f.p_max,
-                "n_points": self.n_points, "n_seeds": self.n_seeds}
+def _tables(logp: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per replicate (rows of `idx`, indices into the points) and per swept size: the count of
+    points and the sum of `values`. Returns the sizes (log P, ascending), counts [B, S], sums [B, S]."""
+    xs, inv = np.unique(logp, return_inverse=True)
+    S = len(xs)
+    cells = inv[idx] + S * np.arange(len(idx))[:, None]  # [B, n]
+    counts = np.bincount(cells.ravel(), minlength=S * len(idx)).reshape(len(idx), S).astype(float)
+    sums = np.bincount(cells.ravel(), weights=values[idx].ravel(), minlength=S * len(idx)).reshape(len(idx), S)
+    return xs, counts, sums
 
 
-def _interval(samples: np.ndarray, level: float = 0.95) -> tuple[float | None, float | None]:
-    """Percentile interval of log values that may hold +-inf; None marks an open side."""
-    if len(samples) == 0:
-        return None, None
+def _chunked(fit):
+    """Fit replicates in chunks: each holds [chunk, grid] arrays (about 40 MB at 1,000 x 5,000)."""
+    def many(logp, values, idx, *args):
+        return [e for s in range(0, len(idx), 200) for e in fit(logp, values, idx[s: s + 200], *args)]
+    many.__doc__ = fit.__doc__
+    return many
+
+
+@_chunked
+def fit_pstar_many(logp, acc, idx, frac: float = FRAC, learned_floor: float = LEARNED_FLOOR) -> list[Estimate]:
+    """P* for each replicate (row of `idx`): least squares over a (log P0, w) grid, the
+    asymptotes in closed form at each grid point (the curve is linear in lo and hi there). The
+    least-squares fit to all points is the fit to the per-size means weighted by their counts,
+    so the fit cannot depend on the order of the rows. Deterministic."""
+    xs, n, sy = _tables(np.asarray(logp, float), np.asarray(acc, float), idx)
+    syy = _tables(np.asarray(logp, float), np.asarray(acc, float) ** 2, idx)[2].sum(1, keepdims=True)
+    g0, gw = _grids(xs)
+    sig = 1 / (1 + np.exp(-(xs[None, :] - g0[:, None]) / gw[:, None]))  # [G, S]
+    # a = lo (1 - sig) + hi sig: normal equations of the weighted 2x2 least squares, per replicate and grid point
+    s1, s2, s0 = n @ sig.T, n @ (sig**2).T, n.sum(1, keepdims=True)  # [B, G]
+    ty, tys = sy.sum(1, keepdims=True), sy @ sig.T
+    a11, a12, a22 = s0 - 2 * s1 + s2, s1 - s2, s2  # for (lo, hi)
+    b1, b2 = ty - tys, tys
+    det = a11 * a22 - a12**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.clip((b1 * a22 - b2 * a12) / det, 0, 1)
+        hi = np.clip((a11 * b2 - a12 * b1) / det, 0, 1)
+    lo, hi = np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=0.0)
+    sse = syy - 2 * (lo * b1 + hi * b2) + lo**2 * a11 + 2 * lo * hi * a12 + hi**2 * a22
+    best = np.argmin(np.round(sse, 10), axis=1)  # rounding: ties go to the first grid point, on every machine
+    out = []
+    p_min, p_max = float(np.exp(xs[0])), float(np.exp(xs[-1]))
+    for r, g in enumerate(best):
+        l, h, x0, w = float(lo[r, g]), float(hi[r, g]), float(g0[g]), float(gw[g])
+        if h < l:  # a falling curve: described by its asymptote at large P
+            l, h, w = h, l, -w
+        popt = (l, h, x0, w)
+        level = frac * h
+        if h < learned_floor or logistic(xs[-1], *popt) < level:
+            out.append(Estimate(None, "above", p_min, p_max, popt))
+        elif logistic(xs[0], *popt) >= level:
+            out.append(Estimate(None, "below", p_min, p_max, popt))
+        else:  # where the rising curve reaches the level, in closed form
+            q = (level - l) / (h - l)
+            out.append(Estimate(float(np.exp(np.clip(x0 + w * np.log(q / (1 - q)), xs[0], xs[-1]))), "none",
+                                p_min, p_max, popt))
+    return out
+
+
+@_chunked
+def fit_p50_many(logp, success, idx) -> list[Estimate]:
+    """P50 for each replicate: a logistic regression of success on log P over the same grid
+    (maximum likelihood, with a small ridge on the steepness 1/w so that a clean step between two
+    sizes still has a finite fit); P50 is where the fitted probability is one half."""
+    xs, n, k = _tables(np.asarray(logp, float), np.asarray(success, float), idx)
+    g0, gw = _grids(xs)
+    z = (xs[None, :] - g0[:, None]) / gw[:, None]  # [G, S]
+    ll = k @ (-np.logaddexp(0, -z)).T + (n - k) @ (-np.logaddexp(0, z)).T  # [B, G]
+    span = max(float(xs[-1] - xs[0]), 1e-6)
+    ll -= 0.05 * (span / 4 / gw[None, :]) ** 2  # ridge on the standardised steepness
+    best = np.argmax(np.round(ll, 10), axis=1)
+    p_min, p_max = float(np.exp(xs[0])), float(np.exp(xs[-1]))
+    out = []
+    for r, g in enumerate(best):
+        tot = k[r].sum()
+        if tot == 0 or tot == n[r].sum():  # no run succeeded, or every one did
+            out.append(Estimate(None, "above" if tot == 0 else "below", p_min, p_max))
+        elif g0[g] > xs[-1]:
+            out.append(Estimate(None, "above", p_min, p_max, (g0[g], gw[g])))
+        elif g0[g] < xs[0]:
+            out.append(Estimate(None, "below", p_min, p_max, (g0[g], gw[g])))
+        else:
+            out.append(Estimate(float(np.exp(g0[g])), "none", p_min, p_max, (g0[g], gw[g])))
+    return out
+
+
+def fit_pstar(logp, acc, frac: float = FRAC, learned_floor: float = LEARNED_FLOOR) -> Estimate:
+    return fit_pstar_many(logp, acc, np.arange(len(logp))[None, :], frac, learned_floor)[0]
+
+
+def fit_p50(logp, success) -> Estimate:
+    return fit_p50_many(logp, success, np.arange(len(logp))[None, :])[0]
+
+
+def _bracket(value: float | None, sizes: np.ndarray) -> tuple[float, float] | None:
+    """The swept sizes on either side of an estimate (the data cannot place a step between them)."""
+    if value is None:
+        return None
+    below, above = sizes[sizes <= value * (1 + 1e-9)], sizes[sizes >= value * (1 - 1e-9)]
+    return float(below.max()), float(above.min())
+
+
+def _percentiles(logs: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
     a = (1 - level) / 2
-    lo, hi = np.quantile(samples, [a, 1 - a], method="inverted_cdf")
+    lo, hi = np.quantile(logs, [a, 1 - a], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+def _interval(logs: np.ndarray, bracket: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    """Percentile interval of log values that may hold +-inf (None marks an open side), widened
+    to `bracket`."""
+    if len(logs) == 0:
+        return None, None
+    lo, hi = _percentiles(logs)
+    if bracket is not None:
+        lo, hi = min(lo, np.log(bracket[0])), max(hi, np.log(bracket[1]))
     conv = lambda v: None if not np.isfinite(v) else float(np.exp(v))
     return conv(lo), conv(hi)
 
 
-def fit_transition(params, acc, seeds=None, n_boot: int = 500, seed: int = 0, frac: float = FRAC,
-                   learned_floor: float = LEARNED_FLOOR) -> Transition:
-    params, acc = np.asarray(params, float), np.asarray(acc, float)
-    seeds = np.zeros(len(params), int) if seeds is None else np.asarray(seeds)
-    fit = fit_curve(params, acc, frac, learned_floor)
-    rng = np.random.default_rng(seed)
+@dataclass
+class Transition:
+    pstar: Estimate
+    p50: Estimate
+    pstar_ci: tuple[float | None, float | None]
+    p50_ci: tuple[float | None, float | None]
+    sizes: np.ndarray  # the swept parameter counts
+    n_points: int
+    n_seeds: int
+    boot_pstar: np.ndarray = field(repr=False, default=None)  # log P* per bootstrap replicate
+    boot_p50: np.ndarray = field(repr=False, default=None)
+
+    def to_dict(self) -> dict:
+        f, g = self.pstar, self.p50
+        lo, hi, logp0, w = f.params if f.params else (None,) * 4
+        return {"p_star": f.value, "ci_low": self.pstar_ci[0], "ci_high": self.pstar_ci[1], "censored": f.censored,
+                "bound": f.p_max if f.censored == "above" else f.p_min if f.censored == "below" else None,
+                "p50": g.value, "p50_ci_low": self.p50_ci[0], "p50_ci_high": self.p50_ci[1],
+                "p50_censored": g.censored, "lo": lo, "hi": hi, "p0": None if logp0 is None else float(np.exp(logp0)),
+                "w": w, "p_min": f.p_min, "p_max": f.p_max, "n_points": self.n_points, "n_seeds": self.n_seeds}
+
+
+def check_points(params, acc, seeds) -> None:
+    """Refuse points no fit should see: non-finite or non-positive sizes, accuracies outside [0, 1]."""
+    if not (np.all(np.isfinite(params)) and np.all(params > 0)):
+        raise UserError("parameter counts must be finite and positive")
+    if not (np.all(np.isfinite(acc)) and np.all((acc >= 0) & (acc <= 1))):
+        raise UserError("accuracies must be finite numbers in [0, 1]")
+    n_widths, n_seeds = len(np.unique(params)), len(np.unique(seeds))
+    if n_widths < MIN_WIDTHS or n_seeds < MIN_SEEDS:
+        raise DesignError(f"a transition needs at least {MIN_WIDTHS} widths and {MIN_SEEDS} seeds, "
+                          f"got {n_widths} width(s) and {n_seeds} seed(s)")
+
+
+def fit_transition(params, acc, seeds, n_boot: int = 1000, seed: int = 0, frac: float = FRAC,
+                   learned_floor: float = LEARNED_FLOOR, success: float = SUCCESS) -> Transition:
+    params, acc, seeds = np.asarray(params, float), np.asarray(acc, float), np.asarray(seeds)
+    check_points(params, acc, seeds)
+    # canonical order, so that the result cannot depend on how the rows came in
+    order = np.lexsort((acc, params, seeds))
+    params, acc, seeds = params[order], acc[order], seeds[order]
+    logp, ok = np.log(params), (acc >= success).astype(float)
+    sizes = np.unique(params)
+    pstar, p50 = fit_pstar(logp, acc, frac, learned_floor), fit_p50(logp, ok)
     uniq = np.unique(seeds)
-    boots = []
-    for _ in range(n_boot):
-        if len(uniq) >= 3:
-            pick = rng.choice(uniq, size=len(uniq), replace=True)
-            idx = np.concatenate([np.flatnonzero(seeds == s) for s in pick])
-        else:
-            idx = rng.integers(len(params), size=len(params))
-        if len(np.unique(params[idx])) < 2:
-            continue
-        boots.append(fit_curve(params[idx], acc[idx], frac, learned_floor).log_p_star)
-    boots = np.array(boots)
-    lo, hi = _interval(boots)
-    return Transition(fit, lo, hi, len(params), len(uniq), boots)
+    rows = [np.flatnonzero(seeds == s) for s in uniq]
+    rng = np.random.default_rng(seed)
+    bp, b50 = np.empty(0), np.empty(0)
+    if n_boot > 0 and len({len(r) for r in rows}) == 1:  # every seed has the same number of points
+        picks = rng.integers(len(uniq), size=(n_boot, len(uniq)))
+        idx = np.stack(rows)[picks].reshape(n_boot, -1)  # [B, n]
+        bp = np.array([e.log_value for e in fit_pstar_many(logp, acc, idx, frac, learned_floor)])
+        b50 = np.array([e.log_value for e in fit_p50_many(logp, ok, idx)])
+    elif n_boot > 0:
+        for _ in range(n_boot):
+            idx = np.concatenate([rows[j] for j in rng.integers(len(uniq), size=len(uniq))])[None, :]
+            bp = np.append(bp, fit_pstar_many(logp, acc, idx, frac, learned_floor)[0].log_value)
+            b50 = np.append(b50, fit_p50_many(logp, ok, idx)[0].log_value)
+    bp_raw, b50_raw = bp, b50
+    # For ratios: each replicate moved uniformly within the swept-size gap around it (the data
+    # place a step anywhere in that gap), so that the difference of two sweeps carries that
+    # uncertainty too. Censored replicates stay censored.
+    gaps = np.log(sizes)
+    bp, b50 = (_smear(b, gaps, rng) for b in (bp, b50))
+    return Transition(pstar, p50, _interval(bp_raw, _bracket(pstar.value, sizes)),
+                      _interval(b50_raw, _bracket(p50.value, sizes)), sizes, len(params), len(uniq), bp, b50)
 
 
-def joint_benefit(alone: Transition, joint: Transition, level: float = 0.95, seed: int = 0) -> dict:
-    """ratio = P*(target alone) / P*(target within the mixture), with a bootstrap interval.
-    When one side is censored the ratio is a bound ("kind": "lower" means "> ratio")."""
-    a, j = alone.fit, joint.fit
+def _smear(logs: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = logs.copy()
+    fin = np.isfinite(out)
+    i = np.clip(np.searchsorted(grid, out[fin]), 1, len(grid) - 1)
+    width = grid[i] - grid[i - 1]
+    out[fin] = out[fin] + rng.uniform(-0.5, 0.5, fin.sum()) * width
+    return out
+
+
+def verdict(lo: float | None, hi: float | None) -> str:
+    if lo is not None and lo > 1:
+        return "benefit"
+    if hi is not None and hi < 1:
+        return "harm"
+    if lo is not None and hi is not None and lo > 1 / PAPER_SMALLEST_EFFECT and hi < PAPER_SMALLEST_EFFECT:
+        return "no benefit"
+    return "inconclusive"
+
+
+def _ratio(a: Estimate, j: Estimate, a_boot, j_boot, seed: int) -> dict:
     kind, ratio = "value", None
     if a.censored == "none" and j.censored == "none":
-        ratio = a.p_star / j.p_star
+        ratio = a.value / j.value
     elif a.censored == "above" and j.censored in ("none", "below"):
-        kind, ratio = "lower", a.p_max / (j.p_star or j.p_min)
+        kind, ratio = "lower", a.p_max / (j.value or j.p_min)
     elif a.censored in ("none", "below") and j.censored == "above":
-        kind, ratio = "upper", (a.p_star or a.p_min) / j.p_max
+        kind, ratio = "upper", (a.value or a.p_min) / j.p_max
     elif a.censored == "none" and j.censored == "below":
-        kind, ratio = "lower", a.p_star / j.p_min
+        kind, ratio = "lower", a.value / j.p_min
     elif a.censored == "below" and j.censored == "none":
-        kind, ratio = "upper", a.p_min / j.p_star
+        kind, ratio = "upper", a.p_min / j.value
     else:
-        kind = "undetermined"  # both censored on the same side: the sweep says nothing
-    # Unpaired: seed s of one mixture is no natural partner of seed s of another, so each
-    # replicate of the ratio draws one bootstrap replicate of each side independently.
-    a_boot, j_boot = alone.boot_log_p_star, joint.boot_log_p_star
+        kind = "undetermined"  # both censored on the same side: the sweeps say nothing
+    rng = np.random.default_rng(seed)
+    n = max(len(a_boot), len(j_boot))
+    with np.errstate(invalid="ignore"):
+        diff = rng.choice(a_boot, n) - rng.choice(j_boot, n)
+    diff = diff[~np.isnan(diff)]  # both replicates censored on the same side carry no information
     lo = hi = None
-    if len(a_boot) and len(j_boot):
-        rng = np.random.default_rng(seed)
-        n = max(len(a_boot), len(j_boot))
-        with np.errstate(invalid="ignore"):
-            diff = rng.choice(a_boot, n) - rng.choice(j_boot, n)
-        diff = diff[~np.isnan(diff)]  # both censored on the same side: no information
-        lo, hi = _interval(diff, level)
-    verdict = "undetermined"
-    if lo is not None and hi is not None:
-        verdict = "no benefit" if lo <= 1 <= hi else ("benefit" if lo > 1 else "harm")
-    elif lo is not None and lo > 1:
-        verdict = "benefit"
-    elif hi is not None and hi < 1:
-        verdict = "harm"
-    return {"ratio": ratio, "kind": kind, "ci_low": lo, "ci_high": hi, "verdict": verdict}
+    if len(diff):
+        lo, hi = _percentiles(diff)
+        lo, hi = (float(np.exp(v)) if np.isfinite(v) else None for v in (lo, hi))
+    return {"ratio": ratio, "kind": kind, "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi)}
 
 
-__all__ = ["logistic", "fit_curve", "fit_transition", "joint_benefit", "Fit", "Transition"]
+def joint_benefit(alone: Transition, joint: Transition, seed: int = 0) -> dict:
+    """P* and P50 ratios of the target alone over the target in the mixture, with intervals and
+    verdicts. With one side censored, the ratio is a bound ("kind": "lower" means "> ratio")."""
+    r = _ratio(alone.pstar, joint.pstar, alone.boot_pstar, joint.boot_pstar, seed)
+    r50 = _ratio(alone.p50, joint.p50, alone.boot_p50, joint.boot_p50, seed + 1)
+    return {**r, **{f"p50_{k}": v for k, v in r50.items()}}
+
+
+__all__ = ["logistic", "fit_pstar", "fit_p50", "fit_transition", "joint_benefit", "verdict", "Estimate",
+           "Transition", "DesignError", "VERDICTS"]

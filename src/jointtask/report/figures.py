@@ -33,18 +33,18 @@ def accuracy_vs_params(df, fits, op: str, path: Path) -> Path:
         ax.scatter(m.params * jitter, m.accuracy, color=c, alpha=0.6, s=22,
                    label=f"{mixture} ({len(m)} runs, {m.seed.nunique()} seeds)")
         t = fits.get((mixture, op))
-        if t is not None:
-            f = t.fit
+        if t is not None and t.pstar.params:
+            f = t.pstar
             xs = np.geomspace(m.params.min(), m.params.max(), 200)
-            ax.plot(xs, logistic(np.log(xs), f.lo, f.hi, np.log(f.p0), f.w), color=c, lw=1.6)
+            ax.plot(xs, logistic(np.log(xs), *f.params), color=c, lw=1.6)
             if f.censored == "none":
-                ax.axvline(f.p_star, color=c, ls="--", lw=1)
-                if t.ci_low and t.ci_high:
-                    ax.axvspan(t.ci_low, t.ci_high, color=c, alpha=0.08)
+                ax.axvline(f.value, color=c, ls="--", lw=1)
+                lo, hi = t.pstar_ci
+                ax.axvspan(lo or m.params.min(), hi or m.params.max(), color=c, alpha=0.08)
     ax.set_xscale("log")
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("parameters (all trainable)")
-    ax.set_ylabel(f"held-out {op} accuracy (greedy, exact)")
+    ax.set_ylabel(f"test {op} accuracy (greedy, exact)")
     ax.set_title(f"{op}: accuracy against size; dashed = P*, band = 95% bootstrap CI")
     ax.legend(fontsize=7, loc="lower right")
     fig.text(0.01, -0.04, DEF_NOTE, fontsize=6.5)

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .. import __version__
 from ..analysis.sweep_analysis import analyze_sweep
-from ..analysis.transition import FRAC, LEARNED_FLOOR
+from ..analysis.claims import claim_rows, fmt_interval
+from ..analysis.transition import FRAC, LEARNED_FLOOR, SUCCESS
 from ..fileio import atomic_write_text
 from . import figures
 
@@ -50,35 +51,35 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def _p_star_text(r) -> str:
-    if r["censored"] == "above":
-        return f"> {r['p_max']:.3g} (no transition in range)"
-    if r["censored"] == "below":
-        return f"< {r['p_min']:.3g} (learned at the smallest size)"
-    lo = "open" if pd.isna(r["ci_low"]) or r["ci_low"] is None else f"{r['ci_low']:.3g}"
-    hi = "open" if pd.isna(r["ci_high"]) or r["ci_high"] is None else f"{r['ci_high']:.3g}"
-    return f"{r['p_star']:.3g} [{lo}, {hi}]"
+    if r["note"]:
+        return r["note"]
+    return fmt_interval(r["p_star"], r["ci_low"], r["ci_high"], r["censored"], r["p_min"], r["p_max"])
 
 
-def _ratio_text(r) -> str:
-    if r["ratio"] is None or pd.isna(r["ratio"]):
-        return "undetermined (both censored)"
-    sym = {"value": "", "lower": "> ", "upper": "< "}.get(r["kind"], "")
-    lo = "open" if r["ci_low"] is None or pd.isna(r["ci_low"]) else f"{r['ci_low']:.2f}"
-    hi = "open" if r["ci_high"] is None or pd.isna(r["ci_high"]) else f"{r['ci_high']:.2f}"
-    return f"{sym}{r['ratio']:.2f}x [{lo}, {hi}] — {r['verdict']}"
+def _p50_text(r) -> str:
+    if r["note"]:
+        return ""
+    return fmt_interval(r["p50"], r["p50_ci_low"], r["p50_ci_high"], r["p50_censored"], r["p_min"], r["p_max"])
 
 
-def write_report(out: str | Path, n_boot: int = 500, n_perm: int = 999, width: int | None = None,
-                 title: str | None = None, intro=None) -> Path:
-    """`intro`: HTML, or a callable taking the analysis (transitions and ratios tables) and
-    returning HTML, placed at the top of the page."""
+def _ratio_text(r, prefix: str = "") -> str:
+    v = fmt_interval(r[f"{prefix}ratio"], r[f"{prefix}ci_low"], r[f"{prefix}ci_high"], kind=r[f"{prefix}kind"])
+    flag = " (A/A check FAILED: the interval excludes 1)" if (r["comparison"].startswith("A/A")
+                                                              and r[f"{prefix}verdict"] in ("benefit", "harm")) else ""
+    return f"{v}: {r[f'{prefix}verdict']}{flag}"
+
+
+def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: int | None = None,
+                 claims_source: str | None = None) -> tuple[Path, list[dict]]:
+    """Write OUT/report/; with `claims_source` (a preset's name), also the rows of the claims
+    table whose source it is, at the top of the page. Returns the page and those rows."""
     out = Path(out)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     a = analyze_sweep(out, n_boot=n_boot, n_perm=n_perm, width=width)
     df, trans, rat = a["results"], a["transitions"], a["ratios"]
     exp = a["experiment"]
-    name = title or exp.get("name", out.name)
+    name = exp.get("name", out.name)
     _csv(df, rep / "results.csv")
     _csv(trans, rep / "transitions.csv")
     _csv(rat, rep / "ratios.csv")
@@ -88,38 +89,52 @@ def write_report(out: str | Path, n_boot: int = 500, n_perm: int = 999, width: i
     parts = [f"<h1>jointtask report: {html.escape(name)}</h1>",
              f"<p class=note>jointtask {__version__}, generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
              f"<code>{html.escape(str(out))}</code>: {len(df.run_id.unique())} finished runs. "
-             f"Accuracy: greedy decoding from the prompt, exact match of the final answer, on held-out prompts "
-             f"(SPEC 3). Tables beside this page: results.csv, transitions.csv, ratios.csv, embeddings.csv, ablations.csv.</p>"]
-    if callable(intro):
-        intro = intro(a)
-    if intro:
-        parts.append(intro)
+             f"Accuracy: greedy decoding from the prompt, exact match of the final answer, on test expressions: "
+             f"unseen in training up to the symmetries of their operations, never read for early stopping "
+             f"(docs/definitions.md). Tables beside this page: results.csv, transitions.csv, ratios.csv, "
+             f"embeddings.csv, ablations.csv, claims.csv.</p>"]
+    claims = claim_rows({claims_source: df}, n_boot) if claims_source else []
+    if claims:
+        c = pd.DataFrame(claims)
+        _csv(c, rep / "claims.csv")
+        parts.append("<h2>Claims</h2>" + _table(c, ["claim", "the paper", "ours, 95% interval", "design", "verdict"]))
     base = exp.get("base", {})
     parts.append(f"<p class=note>Setup: task {html.escape(str(base.get('task', {})))}; "
                  f"train {html.escape(str(base.get('train', {})))}; sweep {html.escape(str(exp.get('sweep', {})))}</p>")
 
     parts.append("<h2>Learning transitions</h2>")
-    parts.append(f"<p class=note>Definition (ours, SPEC 4): logistic fit in log(params); P* = smallest size at which "
-                 f"the fit reaches {FRAC:.0%} of its asymptote; 95% percentile bootstrap over seeds (over points "
-                 f"when fewer than 3 seeds). Censored: 'above' when the asymptote is below {LEARNED_FLOOR} or the "
-                 f"level is not reached by the largest size; 'below' when reached at the smallest. Raw points are "
-                 f"shown beside each curve: held-out accuracy need not rise with width.</p>")
+    parts.append(f"<p class=note>Definitions (ours, SPEC 4; docs/definitions.md): P* = smallest size at which a "
+                 f"logistic fit in log(params) reaches {FRAC:.0%} of its asymptote; P50 = size at which half the seeds "
+                 f"reach test accuracy {SUCCESS} (logistic regression of success on log(params)). 95% percentile "
+                 f"bootstrap over seeds, never narrower than the two swept sizes around the estimate. Censored: "
+                 f"'&gt;' when not reached by the largest size (P*: also when the asymptote is below "
+                 f"{LEARNED_FLOOR}), '&lt;' when reached at the smallest. A curve with fewer than 3 widths or 3 "
+                 f"seeds gets no fit. test_scored / test_exist: distinct test expressions scored / in the split "
+                 f"(depth 1; nested expressions are not enumerated). Raw points are shown beside each curve: "
+                 f"test accuracy need not rise with width.</p>")
     if not trans.empty:
         t = trans.copy()
         t["P* [95% CI]"] = t.apply(_p_star_text, axis=1)
-        parts.append(_table(t, ["mixture", "target_op", "P* [95% CI]", "lo", "hi", "n_runs", "n_seeds", "widths"]))
+        t["P50 [95% CI]"] = t.apply(_p50_text, axis=1)
+        parts.append(_table(t, ["mixture", "target_op", "P* [95% CI]", "P50 [95% CI]", "lo", "hi", "n_runs", "n_seeds",
+                                "widths", "test_scored", "test_exist"]))
     for op in sorted(df.target_op.unique()):
         p = figures.accuracy_vs_params(df, a["fits"], op, rep / f"accuracy_{op}.png")
         parts.append(_img(p, f"accuracy against parameters, {op}"))
 
     parts.append("<h2>Joint-benefit ratios</h2>")
-    parts.append("<p class=note>ratio = P*(target alone) / P*(target within the mixture) (SPEC 4); interval from "
-                 "the two bootstraps; 'no benefit' when it contains 1; '&gt;' marks a lower bound when the target "
-                 "alone has no transition in range.</p>")
+    parts.append("<p class=note>ratio = P(target alone) / P(target within the mixture), for P* and for P50 (SPEC 4); "
+                 "unpaired bootstrap interval. Verdicts: benefit (interval above 1), harm (below 1), no benefit "
+                 "(contains 1, inside (1/2, 2)), inconclusive (otherwise). '&gt;' / '&lt;' mark bounds when one side "
+                 "is censored. 'joint, equal steps': against the target alone trained for the mixture's own steps "
+                 "(the control of an equal-exposure sweep). 'A/A': two single ops that are the same task up to "
+                 "relabelling; its interval should contain 1.</p>")
     if not rat.empty:
         r = rat.copy()
-        r["ratio [95% CI]"] = r.apply(_ratio_text, axis=1)
-        parts.append(_table(r, ["target_op", "baseline_mixture", "mixture", "ratio [95% CI]"]))
+        r["P* ratio [95% CI]"] = r.apply(_ratio_text, axis=1)
+        r["P50 ratio [95% CI]"] = r.apply(lambda x: _ratio_text(x, "p50_"), axis=1)
+        parts.append(_table(r, ["target_op", "comparison", "baseline_mixture", "mixture", "P* ratio [95% CI]",
+                                "P50 ratio [95% CI]"]))
     else:
         parts.append("<p class=note>(no mixture has its target also trained alone in this sweep)</p>")
 
@@ -149,8 +164,8 @@ def write_report(out: str | Path, n_boot: int = 500, n_perm: int = 999, width: i
                                                      "baseline", "accuracy", "drop", "update_norm"]))
         parts.append(_img(figures.ablation_bars(ab, rep / "ablation.png"), "ablation bars"))
     parts.append("<h2>All runs</h2>")
-    parts.append(_table(df, ["mixture", "target_op", "width", "seed", "params", "accuracy", "accuracy_train",
-                             "steps", "tokens_seen", "train_seconds", "stop_reason"]))
+    parts.append(_table(df, ["mixture", "target_op", "width", "seed", "params", "accuracy", "accuracy_validation",
+                             "accuracy_train", "steps", "tokens_seen", "train_seconds", "stop_reason"]))
     page = f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
     atomic_write_text(rep / "index.html", page)
-    return rep / "index.html"
+    return rep / "index.html", claims

@@ -34,7 +34,7 @@ def width_for_params(p: float, cfg, heads: int) -> int:
 
 
 def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, rounds: int = 1) -> dict:
-    from ..analysis.transition import fit_transition  # analysis sits right of sweep; imported lazily
+    from ..analysis.transition import DesignError, fit_transition  # analysis sits right of sweep; imported lazily
 
     out = Path(out)
     grid = exp.sweep.width_list()
@@ -58,11 +58,14 @@ def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, ro
             g = df[(df.mixture == mixture) & (df.target_op == target)]
             if g.width.nunique() < 3:
                 continue
-            t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=0)
-            if t.fit.censored != "none":
+            try:
+                t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=0)
+            except DesignError:  # fewer than 3 seeds: the grid stays as it is
+                continue
+            if t.pstar.censored != "none":
                 continue
             cfg = plan(exp, [grid[0]])[0].config
-            w = width_for_params(t.fit.p_star, cfg, cfg.model.heads)
+            w = width_for_params(t.pstar.value, cfg, cfg.model.heads)
             w = int(np.clip(w, grid[0], grid[-1]))
             if w not in widths[mixture]:
                 added[mixture] = {w}

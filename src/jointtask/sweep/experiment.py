@@ -167,6 +167,12 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
                 cfg = _run_config(exp, ops, width, seed, targets, steps=steps)
                 runs.append(PlannedRun(run_id=cfg.run_id(), mixture=mixture, width=width, seed=seed,
                                        targets=targets, config=cfg))
+                if steps is not None and len(ops) > 1:  # the control: each target alone for the same steps
+                    for t in targets:
+                        if t in ops:
+                            ccfg = _run_config(exp, [t], width, seed, [t], steps=steps)
+                            runs.append(PlannedRun(run_id=ccfg.run_id(), mixture=f"{t}@{steps}", width=width,
+                                                   seed=seed, targets=[t], config=ccfg))
                 if s.transfer:  # the same run started from a model pretrained on another mixture
                     pops = s.transfer.pretrain.replace(",", "+").split("+")
                     pcfg = _run_config(exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps,
@@ -182,4 +188,7 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
                     lcfg = _run_config(exp, ops, width, seed, targets, steps=total)
                     runs.append(PlannedRun(run_id=lcfg.run_id(), mixture=f"{mixture}@{total}", width=width,
                                            seed=seed, targets=targets, config=lcfg))
-    return runs
+    unique = {}  # a control shared by mixtures of the same size is planned once
+    for r in runs:
+        unique.setdefault(r.run_id, r)
+    return list(unique.values())

@@ -11,6 +11,8 @@ from typing import Union
 
 import numpy as np
 
+from .families import SYMMETRY
+
 Tree = Union[int, tuple]
 
 
@@ -57,3 +59,36 @@ def chain_of_thought(tree: Tree, family) -> list[str]:
         tree = reduce_leftmost(tree, family)
         tokens += ["="] + to_tokens(tree, family)
     return tokens + ["<eos>"]
+
+
+def canonical(tree: Tree) -> str:
+    """The expression up to the symmetries of its operations (families.SYMMETRY), bottom-up:
+    two trees have the same canonical form exactly when one is a reordering of the other's
+    arguments that no operation can tell apart."""
+    if isinstance(tree, int):
+        return str(tree)
+    op, args = tree
+    parts = [canonical(a) for a in args]
+    kind = SYMMETRY[op]
+    if kind == "multiset":
+        parts = sorted(parts)
+    elif kind == "alternating":
+        parts = sorted(parts[0::2]) + ["|"] + sorted(parts[1::2])
+    return f"{op}({' '.join(parts)})"
+
+
+def evaluated(tree: Tree, family) -> set[str]:
+    """Canonical forms of every expression a sample of `tree` evaluates: each operation node of
+    the prompt and of every chain-of-thought step (the steps are new expressions)."""
+    out: set[str] = set()
+
+    def nodes(t):
+        if not isinstance(t, int):
+            out.add(canonical(t))
+            for a in t[1]:
+                nodes(a)
+
+    while not isinstance(tree, int):
+        nodes(tree)
+        tree = reduce_leftmost(tree, family)
+    return out

@@ -22,6 +22,13 @@ PAD, EOS, OPEN, CLOSE, EQUALS = range(5)
 LISTOPS_OPS = ["MAX", "MIN", "MED", "ADD", "PROD", "NADD", "SADD"]
 PERM_OPS = ["PMUL", "PMAX", "PMIN", "PPAR", "PSUB"]
 
+# Which reorderings of its arguments leave an operation's value unchanged, for every input (SPEC
+# 1.1, splits): "multiset" any order; "alternating" any order within the odd-position arguments
+# and within the even-position ones (NADD: x1 - x2 + x3); "ordered" none (group products).
+SYMMETRY = {"MAX": "multiset", "MIN": "multiset", "MED": "multiset", "ADD": "multiset", "PROD": "multiset",
+            "SADD": "multiset", "NADD": "alternating", "PMAX": "multiset", "PMIN": "multiset", "PPAR": "multiset",
+            "PMUL": "ordered", "PSUB": "ordered"}
+
 
 def family_of(ops: list[str]) -> str:
     """'listops' or 'perm'; an unknown op or a mix of families is a UserError."""

@@ -70,9 +70,10 @@ class TaskConfig(Strict):
 
 class DataConfig(Strict):
     per_n: int = 2000  # training samples per value of n (n = modulus, or |S_k|)
-    test_fraction: float = 0.2  # share of prompts (by hash) reserved for held-out sets
-    eval_count: int = 400  # held-out prompts per evaluation set (fewer if the space is small)
-    eval_train_count: int = 200  # training prompts per set, to see memorisation
+    test_fraction: float = 0.2  # share of expressions (by hash, up to symmetry) reserved for test
+    validation_fraction: float = 0.1  # and for validation (early stopping, model selection)
+    eval_count: int = 400  # distinct expressions per validation and per test set (fewer if the split holds fewer)
+    eval_train_count: int = 200  # distinct training expressions per op, to see memorisation
     eval_ops: Optional[list[str]] = None  # ops with their own eval sets; None: every op of the family
 
     @model_validator(mode="after")
@@ -80,8 +81,12 @@ class DataConfig(Strict):
         for name in ("per_n", "eval_count", "eval_train_count"):
             if getattr(self, name) < 0:
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.eval_count < 1:
+            raise ValueError(f"data.eval_count must be >= 1, got {self.eval_count}")
+        if not (0.0 < self.test_fraction < 1.0 and 0.0 < self.validation_fraction < 1.0
+                and self.test_fraction + self.validation_fraction < 1.0):
+            raise ValueError(f"data.test_fraction and data.validation_fraction must be in (0, 1) and sum below 1, "
+                             f"got {self.test_fraction}, {self.validation_fraction}")
         return self
 
 

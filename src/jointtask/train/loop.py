@@ -171,10 +171,8 @@ def make_optimizer(model, cfg: RunConfig):
     return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), fused=fused, foreach=None if fused else True)
 
 
-def evaluate_all(model, data: TaskData, device) -> tuple[dict, dict]:
-    held = {k: accuracy(model, s, data.vocab, device) for k, s in data.eval_sets.items()}
-    seen = {k: accuracy(model, s, data.vocab, device) for k, s in data.eval_train_sets.items()}
-    return held, seen
+def evaluate(model, sets: dict, data: TaskData, device) -> dict[str, float]:
+    return {k: accuracy(model, s, data.vocab, device) for k, s in sets.items()}
 
 
 def save_checkpoint(path: Path, model, opt, state: dict) -> None:
@@ -270,7 +268,7 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     stream = None
     if t.packing == "windows":
         stream = np.concatenate([row[:n] for row, n in zip(train_set.ids, train_set.lengths)])
-    targets = [op for op in cfg.task.ops if op in data.eval_sets]  # early stopping watches these
+    targets = [op for op in cfg.task.ops if op in data.validation_sets]  # early stopping watches these
     progress = Progress(t.steps, state["step"], cfg.task.mixture, quiet)
     model.train()
     try:
@@ -294,10 +292,9 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
             progress.advance(state["step"], lv)
             last = state["step"] == t.steps
             if state["step"] % t.eval_every == 0 or last:
-                held, seen = evaluate_all(model, data, device)
+                held = evaluate(model, data.validation_sets, data, device)  # never the test sets
                 row = {"step": state["step"], "tokens_seen": state["tokens_seen"], "loss": state["running"] / state["n_running"],
-                       "lr": lr_at(step, cfg), "train_seconds": state["train_seconds"],
-                       "accuracy": held, "accuracy_train": seen}
+                       "lr": lr_at(step, cfg), "train_seconds": state["train_seconds"], "accuracy_validation": held}
                 append_line(met_path, json.dumps(row))
                 state["running"], state["n_running"] = 0.0, 0
                 progress.line(f"step {state['step']:>6}  loss {row['loss']:.4f}  " +
@@ -320,12 +317,17 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
 
     final = read_jsonl(met_path)[-1]
     counts = model.number_of_parameters()
+    # the test sets are read once, by the final model, and nothing is decided from them
+    test = evaluate(model, data.test_sets, data, device)
+    trained = evaluate(model, data.trained_sets, data, device)
     result = {
         "run_id": cfg.run_id(), "mixture": cfg.task.mixture, "ops": list(cfg.task.ops), "seed": cfg.seed,
         "width": cfg.model.width, "heads": cfg.model.heads, "recurrence": cfg.model.recurrence,
         "blocks": cfg.model.blocks, **counts, "steps": state["step"], "tokens_seen": state["tokens_seen"],
         "train_seconds": state["train_seconds"], "stop_reason": state["stop_reason"] or "budget",
-        "final_loss": final["loss"], "accuracy": final["accuracy"], "accuracy_train": final["accuracy_train"],
+        "final_loss": final["loss"], "accuracy": test, "accuracy_validation": final["accuracy_validation"],
+        "accuracy_train": trained,
+        "test_expressions": {k: {"scored": len(data.test_sets[k]), "exist": data.test_space.get(k)} for k in test},
         "modulus": cfg.task.modulus, "degree": cfg.task.degree, "device": str(device),
     }
     atomic_write_json(res_path, result)

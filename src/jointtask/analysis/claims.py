@@ -1,0 +1,207 @@
+"""The paper's claims, tested against result tables: one row per claim and source, with the
+estimate, its interval, the design behind it and a verdict (`jointtask claims DIR...`).
+
+A source is a directory holding a `results.csv` as `jointtask analyze` writes it (one row per run
+and target op). Transitions and ratios are recomputed from it with analysis/transition.py, so the
+table never carries a number that the committed data do not give.
+
+A verdict is only reported for a design with the power to decide (SPEC 4): at least 8 seeds and
+5 widths per curve, on test expressions unseen up to argument order (tables with `test_scored`).
+Otherwise the row says "not decided" and why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UserError
+from .sweep_analysis import transitions
+from .transition import joint_benefit
+
+MIN_SEEDS, MIN_WIDTHS = 8, 5
+
+
+def fmt_num(v) -> str:
+    """Parameter counts and ratios as people read them: 7.3k, 18k, 4.1, 0.52."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "open"
+    v = float(v)
+    if abs(v) >= 1000:
+        return f"{v / 1000:.2g}k" if abs(v) < 10_000 else f"{v / 1000:.0f}k"
+    return f"{v:.2g}" if abs(v) < 10 else f"{v:.0f}"
+
+
+def fmt_interval(value, lo, hi, censored: str = "none", p_min=None, p_max=None, kind: str = "value") -> str:
+    """One formatter for every estimate with an interval: '7.3k [1.5k, 13k]', '> 14k (not learned
+    in range)', '< 0.51 [open, 2.9]' (a bound)."""
+    if censored == "above":
+        return f"> {fmt_num(p_max)} (not reached in range)"
+    if censored == "below":
+        return f"< {fmt_num(p_min)} (reached at the smallest size)"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "undetermined (both sides censored)"
+    sign = {"lower": "> ", "upper": "< "}.get(kind, "")
+    return f"{sign}{fmt_num(value)} [{fmt_num(lo)}, {fmt_num(hi)}]"
+
+
+@dataclass(frozen=True)
+class Claim:
+    claim: str
+    paper: str
+    source: str  # directory name
+    scale: str
+    command: str
+    target: str = "ADD"
+    baseline: str = "ADD"
+    mixture: str = ""  # empty: the C1 difficulty ordering
+    expects: str = "benefit"  # what the paper claims: "benefit" or "no benefit"
+
+
+CLAIMS = [
+    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "quick", "mod 10, depth 1, widths 8-40, equal steps",
+          "jointtask reproduce quick --out runs/quick", mixture="ADD+MAX+MED"),
+    Claim("C1", "MAX, MIN, MED easy; ADD hardest", "cpu-claims", "mod 10, depth 1, widths 8-32",
+          "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims"),
+    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "cpu-claims", "mod 10, depth 1, widths 8-32, equal steps",
+          "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", mixture="ADD+MAX+MED"),
+    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "cpu-exposure",
+          "mod 10, depth 1, widths 8-32, equal exposure", "jointtask sweep experiments/cpu/exposure.toml --out runs/cpu-exposure",
+          mixture="ADD+MAX+MED"),
+    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "device-c2", "mod 20, depth 1, widths 8-96, equal steps (GPU)",
+          "jointtask sweep experiments/paper/device-c2.toml --out runs/device-c2", mixture="ADD+MAX+MED"),
+    Claim("C3", "ADD+PROD (n=20) lowers ADD's transition ~3.6x", "cpu-add-prod-mod10", "mod 10 analogue, widths 8-32",
+          "jointtask sweep experiments/cpu/add-prod-mod10.toml --out runs/cpu-add-prod-mod10", mixture="ADD+PROD"),
+    Claim("C3", "ADD+PROD (n=20) lowers ADD's transition ~3.6x", "device-c3", "mod 20, widths 16-96 (GPU)",
+          "jointtask sweep experiments/paper/device-c3.toml --out runs/device-c3", mixture="ADD+PROD"),
+    Claim("C4", "ADD+PROD with a prime modulus: no benefit", "cpu-add-prod-mod11", "mod 11 analogue, widths 8-32",
+          "jointtask sweep experiments/cpu/add-prod-mod11.toml --out runs/cpu-add-prod-mod11", mixture="ADD+PROD",
+          expects="no benefit"),
+    Claim("C5", "ADD+NADD: no benefit", "cpu-claims", "mod 10, depth 1, widths 8-32",
+          "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", mixture="ADD+NADD", expects="no benefit"),
+    Claim("C6", "shuffled ADD with easy ops: no benefit", "cpu-claims", "mod 10, depth 1, widths 8-32",
+          "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", target="SADD", baseline="SADD",
+          mixture="SADD+MAX+MED", expects="no benefit"),
+    Claim("C7", "permutation products easier with compatible easy tasks", "device-c7", "S_4, widths 64-128 (GPU)",
+          "jointtask sweep experiments/paper/device-c7.toml --out runs/device-c7", target="PMUL", baseline="PMUL",
+          mixture="PMUL+PMAX+PMIN"),
+    Claim("C9", "MAX+MED pretraining, then ADD, learns smaller (~7x)", "cpu-transfer",
+          "mod 10, 1,500 pretraining + 3,000 ADD steps", "jointtask sweep experiments/cpu/transfer.toml --out runs/cpu-transfer",
+          mixture="MAX+MED>ADD"),
+]
+
+
+def load_results(directory: Path) -> pd.DataFrame:
+    f = directory / "results.csv"
+    if not f.is_file():
+        f = directory / "report" / "results.csv"
+    if not f.is_file():
+        raise UserError(f"{str(directory)!r} holds no results.csv")
+    try:
+        return pd.read_csv(f)
+    except Exception as e:
+        raise UserError(f"cannot read {str(f)!r}: {e}") from None
+
+
+def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, bool]:
+    """'seeds x widths 8x5 / 8x5; ...' for the (mixture, target op) curves, and whether that
+    design may give a verdict."""
+    parts, ok = [], "test_scored" in df
+    for m, op in curves:
+        g = df[(df.mixture == m) & (df.target_op == op)]
+        seeds, widths = g.seed.nunique(), g.width.nunique()
+        ok = ok and seeds >= MIN_SEEDS and widths >= MIN_WIDTHS
+        parts.append(f"{seeds}x{widths}")
+    text = f"seeds x widths {' / '.join(parts)}; " + ("test unseen up to argument order" if "test_scored" in df
+                                                      else "old split (test prompts may reorder training prompts)")
+    return text, ok
+
+
+def _claim_verdict(c: Claim, r: dict, decided: bool) -> str:
+    if not decided:
+        return "not decided (design too small or old split)"
+    v = r["verdict"]
+    if c.expects == "benefit":
+        out = {"benefit": "reproduced", "no benefit": "not reproduced (no benefit)", "harm": "not reproduced (harm)"}.get(
+            v, "inconclusive")
+    else:
+        out = {"no benefit": "reproduced", "harm": "consistent (a cost, not only no benefit)",
+               "benefit": "not reproduced (a benefit)"}.get(v, "inconclusive")
+    if r["p50_verdict"] != v:
+        out += f"; P50 view: {r['p50_verdict']}"
+    return out
+
+
+def claim_rows(sources: dict[str, pd.DataFrame], n_boot: int = 1000) -> list[dict]:
+    """Every claim whose source is among `sources` (name -> results table)."""
+    rows = []
+    for c in CLAIMS:
+        if c.source in sources:
+            rows.append(claim_row(c, sources[c.source], n_boot))
+    return rows
+
+
+def claim_row(c: Claim, df: pd.DataFrame, n_boot: int = 1000) -> dict:
+    if not c.mixture:
+        text, ours, verdict = _difficulty(df, n_boot)
+    else:
+        curves = [(c.baseline, c.target), (c.mixture, c.target)]
+        sub = df[df.mixture.isin([c.baseline, c.mixture]) & (df.target_op == c.target)]
+        _, fits = transitions(sub, n_boot)
+        text, ok = design(df, curves)
+        if not all(k in fits for k in curves):
+            ours, verdict = "no fit (design too small)", "not decided"
+        else:
+            r = joint_benefit(fits[curves[0]], fits[curves[1]])
+            ours = (f"ratio P* {fmt_interval(r['ratio'], r['ci_low'], r['ci_high'], kind=r['kind'])}, "
+                    f"P50 {fmt_interval(r['p50_ratio'], r['p50_ci_low'], r['p50_ci_high'], kind=r['p50_kind'])}; "
+                    f"P*({c.target}) {_pstar(fits[curves[0]])} alone, {_pstar(fits[curves[1]])} in {c.mixture}")
+            verdict = _claim_verdict(c, r, ok)
+    return {"claim": c.claim, "the paper": c.paper, "ours, 95% interval": ours, "scale": c.scale,
+            "design": text, "verdict": verdict, "source": c.source, "command": c.command}
+
+
+def _pstar(t) -> str:
+    f = t.pstar
+    return fmt_interval(f.value, *t.pstar_ci, f.censored, f.p_min, f.p_max)
+
+
+def _difficulty(df: pd.DataFrame, n_boot: int) -> tuple[str, str, str]:
+    """C1: ADD's P* above MAX's and MED's (each trained alone)."""
+    ops = ["ADD", "MAX", "MED"]
+    sub = df[df.mixture.isin(ops) & (df.mixture == df.target_op)]
+    _, fits = transitions(sub, n_boot)
+    text, ok = design(df, [(op, op) for op in ops])
+    if not all((op, op) in fits for op in ops):
+        return text, "no fit (design too small)", "not decided"
+    t = {op: fits[(op, op)] for op in ops}
+    ours = "; ".join(f"P*({op}) {_pstar(t[op])}" for op in ops)
+    # ADD is harder when its interval lies above both easy ops' intervals (censored below: the smallest size)
+    low_add = t["ADD"].pstar_ci[0] if t["ADD"].pstar.censored == "none" else (
+        t["ADD"].pstar.p_max if t["ADD"].pstar.censored == "above" else None)
+    high_easy = [t[op].pstar_ci[1] if t[op].pstar.censored == "none" else
+                 (t[op].pstar.p_min if t[op].pstar.censored == "below" else math.inf) for op in ("MAX", "MED")]
+    harder = low_add is not None and all(h is not None and low_add > h for h in high_easy)
+    verdict = ("reproduced" if harder else "inconclusive") if ok else "not decided (design too small or old split)"
+    return text, ours, verdict
+
+
+def claims_table(dirs: list[Path], fmt: str = "md", n_boot: int = 1000) -> str:
+    """The claims table for result directories (matched to claims by directory name)."""
+    known = {c.source for c in CLAIMS}
+    sources = {Path(d).name: load_results(Path(d)) for d in dirs if Path(d).name in known}
+    if not sources:
+        raise UserError(f"none of the given directories is a source of a claim ({', '.join(sorted(known))})")
+    df = pd.DataFrame(claim_rows(sources, n_boot))
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt != "md":
+        raise UserError(f"unknown format {fmt!r} (md or csv)")
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |")
+    return "\n".join(lines) + "\n"
