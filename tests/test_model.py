@@ -83,7 +83,7 @@ def test_packed_rows_compute_the_same_loss_as_padded_examples():
     from jointtask.train.loop import batch_indices, loss_on_batch, make_batch
 
     task = TaskConfig(ops=["ADD", "MAX"], modulus=7, max_depth=3, p_nest=0.5)
-    d = build_task_data(task, DataConfig(per_n=30, eval_count=0, eval_train_count=0), 0)
+    d = build_task_data(task, DataConfig(per_n=30, eval_count=1, eval_train_count=0), 0)
     torch.manual_seed(0)
     m = LoopedTransformer(ModelConfig(width=16), len(d.vocab), context_length(task))
     idx = batch_indices(0, 0, len(d.train), 64)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jointtask.tasks import LISTOPS_OPS, PERM_OPS, TaskConfig, Vocab, generate
-from jointtask.tasks.dataset import build_task_data, context_length, is_held_out
+from jointtask.tasks.dataset import build_task_data, context_length
 from jointtask.tasks.spec import DataConfig
 
 from .conftest import run_cli
@@ -183,28 +183,103 @@ def test_tokens_survive_encode_and_decode(task, seed):
         assert len(s.tokens) <= context_length(task)
 
 
-@settings(max_examples=15, deadline=None)
+# ---- an independent canonicaliser: parses token lists, knows nothing of the package's trees ----
+
+COMMUTATIVE = {"MAX", "MIN", "MED", "ADD", "PROD", "SADD", "PMAX", "PMIN", "PPAR"}
+
+
+def parse(tokens, i=0):
+    """(canonical string, next index) of the expression starting at tokens[i]."""
+    t = tokens[i]
+    if is_value(t):
+        return t, i + 1
+    assert tokens[i + 1] == "("
+    args, j = [], i + 2
+    while tokens[j] != ")":
+        a, j = parse(tokens, j)
+        args.append(a)
+    if t in COMMUTATIVE:
+        args = sorted(args)
+    elif t == "NADD":
+        args = sorted(args[0::2]) + ["/"] + sorted(args[1::2])
+    return t + "[" + ",".join(args) + "]", j + 1
+
+
+def all_subexpressions(tokens):
+    """Canonical forms of every operation node in every step of a chain of thought."""
+    out, step = set(), []
+    for t in tokens[:-1] + ["="]:
+        if t != "=":
+            step.append(t)
+            continue
+        for k, tok in enumerate(step):
+            if tok in LISTOPS_OPS or tok in PERM_OPS:
+                out.add(parse(step, k)[0])
+        step = []
+    return out
+
+
+@settings(max_examples=12, deadline=None)
 @given(st.one_of(listops_task, perm_task), st.integers(0, 2**31))
-def test_train_and_test_never_share_a_prompt(task, seed):
-    train = {tuple(s.prompt) for s in generate(task, 300, seed, "train", 0.2)}
-    test = [tuple(s.prompt) for s in generate(task, 100, seed + 1, "test", 0.2, unique=True)]
-    assert not train & set(test)
-    assert len(test) == len(set(test))
-    assert all(is_held_out(list(p), 0.2) for p in test)
+def test_no_training_sample_evaluates_a_held_out_expression(task, seed):
+    from jointtask.errors import UserError
+
+    def draw(count, s, split, unique=True):
+        try:
+            return generate(task, count, s, split, 0.2, 0.1, unique=unique)
+        except UserError:  # a tiny space (MAX mod 2 has 7 expressions) may leave a split empty
+            return []
+
+    train, val, test = draw(300, seed, "train", False), draw(60, seed + 1, "validation"), draw(60, seed + 2, "test")
+    trained = set().union(*(all_subexpressions(s.tokens) for s in train))
+    val_keys = {parse(s.prompt[:-1])[0] for s in val}
+    test_keys = [parse(s.prompt[:-1])[0] for s in test]
+    assert not trained & val_keys and not trained & set(test_keys)
+    assert not val_keys & set(test_keys)
+    assert len(test_keys) == len(set(test_keys))  # distinct up to symmetry
+    for s in val:  # validation never evaluates a test expression either
+        assert not all_subexpressions(s.tokens) & set(test_keys) or not test_keys
+
+
+def test_held_out_expressions_are_unseen_in_every_argument_order():
+    """The old failure: 95% of held-out ADD prompts (mod 10) had a reordering in training."""
+    for n, depth in ((10, 1), (20, 2)):
+        task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=n, max_depth=depth)
+        train = generate(task, 3000, 0, "train", 0.2, 0.1)
+        test = generate(task, 3000, 1, "test", 0.2, 0.1)
+        trained = set().union(*(all_subexpressions(s.tokens) for s in train))
+        assert not {parse(s.prompt[:-1])[0] for s in test} & trained
+        if depth == 2:  # and nested test prompts stay unseen as sub-expressions and steps
+            assert any(s.tokens.count("=") > 1 for s in test)
+
+
+def test_canonical_forms_identify_exactly_the_symmetries():
+    from jointtask.tasks import canonical
+
+    assert canonical(("ADD", [3, 1, 2])) == canonical(("ADD", [2, 3, 1]))
+    assert canonical(("NADD", [1, 2, 3])) == canonical(("NADD", [3, 2, 1]))  # odd {1,3}, even {2}
+    assert canonical(("NADD", [1, 2, 3])) != canonical(("NADD", [2, 1, 3]))
+    assert canonical(("PMUL", [1, 2])) != canonical(("PMUL", [2, 1]))
+    assert canonical(("MAX", [("ADD", [1, 2]), 5])) == canonical(("MAX", [5, ("ADD", [2, 1])]))
 
 
 def test_task_data_sizes_and_disjoint_eval_sets():
     task = TaskConfig(ops=["ADD", "MAX"], modulus=7, max_depth=1)
     d = build_task_data(task, DataConfig(per_n=50, eval_count=60, eval_train_count=30), seed=3)
     assert len(d.train) == 50 * 7  # linear in n
-    assert set(d.eval_sets) == {"ADD", "MAX", "mixture"}
-    train_prompts = {tuple(r[: p]) for r, p in zip(d.train.ids.tolist(), d.train.prompt_lengths)}
-    for name, es in d.eval_sets.items():
-        held = {tuple(r[: p]) for r, p in zip(es.ids.tolist(), es.prompt_lengths)}
-        assert not held & train_prompts, name
+    assert set(d.test_sets) == set(d.validation_sets) == {"ADD", "MAX", "mixture"}
+    train_keys = set(d.train.keys)
+    for name in d.test_sets:
+        test_keys, val_keys = set(d.test_sets[name].keys), set(d.validation_sets[name].keys)
+        assert not test_keys & train_keys and not val_keys & train_keys and not test_keys & val_keys, name
     # pure single-op sets hold only their operation
     add_op = d.vocab.stoi["ADD"]
-    assert (d.eval_sets["ADD"].ids[:, 0] == add_op).all()
+    assert (d.test_sets["ADD"].ids[:, 0] == add_op).all()
+    # accuracy on training expressions is measured on expressions that are in the training set
+    for op, es in d.trained_sets.items():
+        assert set(es.keys) <= train_keys and len(set(es.keys)) == len(es) > 0
+    # the whole depth-1 test split of ADD mod 7 is scored, and its size is known
+    assert d.test_space["ADD"] == len(d.test_sets["ADD"])
 
 
 def test_cli_data_is_deterministic(tmp_path):
@@ -213,6 +288,15 @@ def test_cli_data_is_deterministic(tmp_path):
         r = run_cli("data", "--ops", "ADD,MAX", "--modulus", "12", "--count", "300", "--seed", "0", "--out", f)
         assert r.returncode == 0, r.stderr
     assert a.read_bytes() == b.read_bytes()
+    for split in ("validation", "test"):
+        r = run_cli("data", "--ops", "ADD", "--modulus", "10", "--count", "500", "--split", split, "--unique",
+                    "--out", tmp_path / f"{split}.jsonl")
+        assert r.returncode == 0, r.stderr
+    keys = {s: {json.loads(x)["expression"] for x in (tmp_path / f"{s}.jsonl").read_text().splitlines()}
+            for s in ("validation", "test")}
+    assert keys["validation"] and keys["test"] and not keys["validation"] & keys["test"]
+    r = run_cli("data", "--ops", "ADD", "--modulus", "10", "--split", "holdout", "--out", tmp_path / "x.jsonl")
+    assert r.returncode == 2 and "split" in r.stderr
     rows = [json.loads(line) for line in a.read_text().splitlines()]
     assert len(rows) == 300
     assert all(r["prompt"] == r["tokens"][: r["tokens"].index("=") + 1] and r["answer"] == r["tokens"][-2] for r in rows)

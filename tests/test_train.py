@@ -57,6 +57,15 @@ def _assert_clean_error(r, needle):
     (["--set", "train.stpes=10"], "train.stpes: unknown key"),
     (["--set", "nonsense"], "key=value"),
     (["--set", "train.packing='windows'"], "needs train.loss_on = 'all'"),
+    (["--set", "train.lr=inf"], "lr must be a finite number"),
+    (["--set", "train.lr=nan"], "lr must be a finite number"),
+    (["--set", "train.weight_decay=nan"], "weight_decay must be a finite number"),
+    (["--set", "train.beta1=5"], "beta1 must be in [0, 1)"),
+    (["--set", "train.beta2=1.0"], "beta2 must be in [0, 1)"),
+    (["--set", "train.device='gpu'"], "train.device must be"),
+    (["--set", "model.width=true"], "width must be a number, got true"),
+    (["--set", "data.eval_count=0"], "eval_count must be >= 1"),
+    (["--set", "seed=-2"], "seed must be >= 0"),
 ])
 def test_bad_config_values_fail_cleanly(tmp_path, args, needle):
     out = tmp_path / "run"

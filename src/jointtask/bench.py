@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .fileio import atomic_write_json
+from .sweep.runner import processor
 from .model import LoopedTransformer, ModelConfig
 from .tasks.dataset import build_task_data, context_length
 from .tasks.spec import DataConfig, TaskConfig
@@ -54,17 +55,6 @@ def cpu_flags() -> list[str]:
     except OSError:
         pass
     return []
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (platform.processor() is often just the architecture)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_flops(seconds: float = 1.0, n: int = 512) -> float:
@@ -118,7 +108,7 @@ def _time_steps(step, seconds: float) -> tuple[float, int]:
 
 def bench_task() -> tuple[TaskConfig, object]:
     task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=10, max_depth=2)
-    return task, build_task_data(task, DataConfig(per_n=500, eval_count=0, eval_train_count=0), 0)
+    return task, build_task_data(task, DataConfig(per_n=500, eval_count=1, eval_train_count=0), 0)
 
 
 def measure(loop: str, width: int, seconds: float) -> dict:
@@ -211,7 +201,7 @@ def recommendation(widths: dict) -> str:
 def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
     torch.set_num_threads(1)
     seconds, rounds = (2.0, 2) if quick else (5.0, 3)
-    out = {"machine": {"platform": platform.platform(), "processor": cpu_model(), "vector_extensions": cpu_flags(),
+    out = {"machine": {"platform": platform.platform(), "processor": processor(), "vector_extensions": cpu_flags(),
                        "torch": torch.__version__, "threads": 1},
            "path": PATH, "task": "ADD+MAX+MED mod 10, depth 2", "seconds_per_measurement": seconds,
            "rounds": rounds,

@@ -79,6 +79,8 @@ def sweep(
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set base.train.steps=100"),
     adaptive: bool = typer.Option(False, help="locate each transition with an adaptive width search"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (sets base.train.device)"),
+    replan: bool = typer.Option(False, help="OUT holds another experiment: start a new plan there (old runs are kept "
+                                            "on disk but no longer collected)"),
 ):
     """Run (or resume) every run of an experiment; exits 1 if any run failed."""
     from .sweep.executors import make_executor
@@ -87,14 +89,16 @@ def sweep(
     from .sweep.runner import run_sweep
 
     exp = load_experiment(experiment, _with_device(set_, device))
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
     executor = make_executor(backend, workers, address)
     progress = SweepProgress(getattr(executor, "workers", None) or 1)
     if adaptive:
         from .sweep.adaptive import adaptive_sweep
 
-        summary = adaptive_sweep(exp, out, executor, progress)
+        summary = adaptive_sweep(exp, out, executor, progress, replan=replan)
     else:
-        summary = run_sweep(exp, out, executor, progress)
+        summary = run_sweep(exp, out, executor, progress, replan=replan)
     typer.echo(f"{summary['done']} trained, {summary['skipped']} already done, {summary['failed']} failed", err=True)
     for rid, msg in summary["failures"]:
         typer.echo(f"failed: {rid}: {msg}", err=True)
@@ -107,10 +111,10 @@ def results(
     sweep_dir: Path = typer.Argument(...),
     format: str = typer.Option("csv", help="csv, json or table"),
 ):
-    """One row per finished run and target operation."""
-    from .sweep.results import write_results
+    """One row per finished run and target operation (reads only)."""
+    from .sweep.results import collect
 
-    df = write_results(sweep_dir)
+    df = collect(sweep_dir)
     if format == "csv":
         typer.echo(df.to_csv(index=False), nl=False)
     elif format == "json":
@@ -131,7 +135,8 @@ def status(sweep_dir: Path = typer.Argument(...), json_: bool = typer.Option(Fal
         typer.echo(json.dumps(s, indent=1))
         return
     typer.echo(f"{s['total']} runs: {s['done']} done, {s['running']} running, {s['interrupted']} interrupted, "
-               f"{s['failed']} failed, {s['pending']} pending" + ("" if s["driver_running"] else " (no sweep driver running)"))
+               f"{s['failed']} failed, {s['pending']} pending, {s['corrupt']} corrupt (recomputed by the next sweep)"
+               + ("" if s["driver_running"] else " (no sweep driver running)"))
     for a in s["active"]:
         typer.echo(f"  {a['state']}: {a['run_id']} {a['mixture']} width {a['width']} seed {a['seed']} step {a['step']}/{a['steps']}")
     for f in s["failures"]:
@@ -305,10 +310,14 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # paths, permissions, a full disk: the user's to fix, one line
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click usage errors and the like
+    except Exception as e:  # click usage errors and the like; anything else is our bug
         import click
 
         if isinstance(e, click.exceptions.Exit):
@@ -318,7 +327,18 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         if isinstance(e, click.exceptions.Abort):
             sys.exit(1)
-        raise
+        print(f"internal error: {type(e).__name__}: {e} (traceback in {_log_traceback(e)})", file=sys.stderr)
+        sys.exit(3)
+
+
+def _log_traceback(e: BaseException) -> str:
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="jointtask-error-", suffix=".log")
+    with open(fd, "w") as f:
+        f.write("".join(traceback.format_exception(e)))
+    return path
 
 
 if __name__ == "__main__":

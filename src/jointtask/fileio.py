@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as open() would create it (mkstemp makes 0600)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -57,11 +64,13 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     p = Path(path)
     if not p.exists():
         return rows
-    for line in p.read_text().splitlines():
+    for line in p.read_text(errors="replace").splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line torn by a kill; everything before it is intact
+        if isinstance(row, dict):  # anything else is not a record of ours
+            rows.append(row)
     return rows
 
 

@@ -8,11 +8,12 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import UserError
+from .fileio import atomic_write_json, read_jsonl
 from .report import write_report
 from .sweep.executors import make_executor
 from .sweep.experiment import load_experiment
 from .sweep.progress import SweepProgress
-from .sweep.runner import run_sweep
+from .sweep.runner import SWEEP_LOG, run_sweep
 
 
 def preset_path(name: str) -> Path:
@@ -32,4 +33,11 @@ def reproduce(name: str, out: str | Path, workers: int | None = None, backend: s
     executor = make_executor(backend, workers, address)
     summary = run_sweep(exp, out, executor, SweepProgress(getattr(executor, "workers", 1) or 1))
     page, claims = write_report(out, claims_source=name)
-    return {"summary": summary, "claims": claims, "seconds": time.time() - t0, "report": str(page)}
+    # what the reproduction took on this machine: every sweep invocation into OUT, and this analysis
+    log = read_jsonl(out / SWEEP_LOG)
+    sweep_seconds = sum(r["seconds"] for r in log)
+    took = {"preset": name, "sweep_seconds": sweep_seconds, "analysis_seconds": time.time() - t0 - log[-1]["seconds"],
+            "sweep_invocations": len(log), "workers": log[-1]["workers"], "processor": log[-1]["processor"]}
+    took["total_seconds"] = took["sweep_seconds"] + took["analysis_seconds"]
+    atomic_write_json(out / "report" / "reproduce.json", took)
+    return {"summary": summary, "claims": claims, "seconds": took["total_seconds"], "report": str(page)}

@@ -75,8 +75,10 @@ def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: 
     table whose source it is, at the top of the page. Returns the page and those rows."""
     out = Path(out)
     rep = out / "report"
+    a = analyze_sweep(out, n_boot=n_boot, n_perm=n_perm, width=width)  # first: refuses a directory with no sweep
     rep.mkdir(parents=True, exist_ok=True)
-    a = analyze_sweep(out, n_boot=n_boot, n_perm=n_perm, width=width)
+    marker = rep / "INCOMPLETE"  # removed once index.html is written: a killed analyze leaves it behind
+    atomic_write_text(marker, "this report was being written when its process stopped; run `jointtask analyze` again\n")
     df, trans, rat = a["results"], a["transitions"], a["ratios"]
     exp = a["experiment"]
     name = exp.get("name", out.name)
@@ -168,4 +170,5 @@ def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: 
                              "accuracy_train", "steps", "tokens_seen", "train_seconds", "stop_reason"]))
     page = f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
     atomic_write_text(rep / "index.html", page)
+    marker.unlink()
     return rep / "index.html", claims

@@ -33,7 +33,8 @@ def width_for_params(p: float, cfg, heads: int) -> int:
     return best
 
 
-def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, rounds: int = 1) -> dict:
+def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, rounds: int = 1,
+                   replan: bool = False) -> dict:
     from ..analysis.transition import DesignError, fit_transition  # analysis sits right of sweep; imported lazily
 
     out = Path(out)
@@ -42,9 +43,12 @@ def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, ro
     widths = {m: set(coarse) for m in exp.sweep.mixtures}
     total = {"done": 0, "failed": 0, "skipped": 0, "failures": []}
 
+    fresh = [replan]  # only the first round may replace an existing plan
+
     def run(ws):
         runs = [r for r in plan(exp, sorted(set().union(*ws.values()))) if r.width in ws.get(r.mixture, ())]
-        s = run_sweep(exp, out, executor, progress, widths_plan=runs)
+        s = run_sweep(exp, out, executor, progress, widths_plan=runs, replan=fresh[0])
+        fresh[0] = False
         for k in ("done", "failed", "skipped"):
             total[k] += s[k]
         total["failures"] += s["failures"]

@@ -30,6 +30,15 @@ from ..tasks.families import family_of
 from ..train.config import RunConfig, apply_override, config_from_dict
 
 
+def _no_duplicates(name: str, values: list) -> list:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{name} lists {v!r} twice")
+        seen.add(v)
+    return values
+
+
 class LogRange(Strict):
     min: int
     max: int
@@ -65,12 +74,15 @@ class SweepSpec(Strict):
             ops = [s.strip().upper() for s in m.replace(",", "+").split("+") if s.strip()]
             family_of(ops)
             out.append("+".join(ops))
+        _no_duplicates("sweep.mixtures", out)
         return out
 
     @field_validator("targets")
     @classmethod
     def _targets(cls, v):
-        return None if v is None else [t.strip().upper() for t in v]
+        if v is None:
+            return None
+        return _no_duplicates("sweep.targets", [t.strip().upper() for t in v])
 
     @model_validator(mode="after")
     def _check(self):
@@ -80,6 +92,12 @@ class SweepSpec(Strict):
             raise ValueError("sweep.widths must hold positive widths")
         if not self.seed_list():
             raise ValueError("sweep.seeds is empty")
+        if min(self.seed_list()) < 0:
+            raise ValueError(f"sweep.seeds must be >= 0, got {min(self.seed_list())}")
+        if isinstance(self.seeds, list):
+            _no_duplicates("sweep.seeds", self.seeds)
+        if isinstance(self.widths, list):
+            _no_duplicates("sweep.widths", self.widths)
         return self
 
     def width_list(self) -> list[int]:

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..fileio import atomic_write_bytes
 from ..train.loop import RESULT
-from .runner import load_plan, run_progress, run_state
+from .runner import load_plan, read_result, run_progress, run_state
 
 COLUMNS = ["run_id", "mixture", "target_op", "width", "seed", "params", "params_non_embedding", "accuracy",
            "accuracy_validation", "accuracy_train", "test_scored", "test_exist", "budget_steps", "steps", "tokens_seen",
@@ -20,10 +20,9 @@ def collect(out: str | Path) -> pd.DataFrame:
     out = Path(out)
     rows = []
     for p in load_plan(out):
-        f = out / "runs" / p["run_id"] / RESULT
-        if not f.exists():
+        r = read_result(out / "runs" / p["run_id"])
+        if r is None:  # not finished, or an unreadable record (the next sweep recomputes it)
             continue
-        r = json.loads(f.read_text())
         for op in p["targets"]:
             if op not in r["accuracy"]:
                 continue
@@ -64,7 +63,7 @@ def status(out: str | Path) -> dict:
             driver_alive = True
         except (OSError, ValueError, KeyError):
             pass
-    counts = {"done": 0, "running": 0, "failed": 0, "pending": 0, "interrupted": 0}
+    counts = {"done": 0, "running": 0, "failed": 0, "pending": 0, "interrupted": 0, "corrupt": 0}
     active, failures = [], []
     for p in plan:
         rd = out / "runs" / p["run_id"]
@@ -73,6 +72,10 @@ def status(out: str | Path) -> dict:
             s = "running" if driver_alive else "interrupted"
             active.append({**p, "step": run_progress(rd), "state": s})
         if s == "failed":
-            failures.append({"run_id": p["run_id"], "error": json.loads((rd / "error.json").read_text())["error"]})
+            try:
+                err = json.loads((rd / "error.json").read_text())["error"]
+            except (OSError, ValueError, KeyError, TypeError):
+                err = "(unreadable error.json)"
+            failures.append({"run_id": p["run_id"], "error": err})
         counts[s] += 1
     return {"total": len(plan), **counts, "driver_running": driver_alive, "active": active, "failures": failures}

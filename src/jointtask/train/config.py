@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -53,6 +54,13 @@ class TrainConfig(Strict):
                 raise ValueError(f"train.{name} must be > 0, got {getattr(self, name)}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("train.weight_decay and train.grad_clip must be >= 0")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0 < self.ceiling <= 1:
+            raise ValueError(f"train.ceiling must be in (0, 1], got {self.ceiling}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(f"train.device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.packing == "windows" and self.loss_on != "all":
             raise ValueError("train.packing = 'windows' needs train.loss_on = 'all'")
         if not 0 <= self.warmup_fraction < 1:
@@ -61,11 +69,17 @@ class TrainConfig(Strict):
 
 
 class RunConfig(Strict):
-    seed: int = 0
+    seed: int = 0  # >= 0
     task: TaskConfig = TaskConfig(ops=["MAX"], modulus=5)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _seed(self):
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        return self
 
     def run_id(self) -> str:
         """Content hash of everything that determines the run's result (device and threads
@@ -115,9 +129,12 @@ def load_toml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} not found")
     try:
-        return tomllib.loads(path.read_text())
+        tree = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"malformed config {str(path)!r}: {e}") from None
+    if not tree:
+        raise UserError(f"config file {str(path)!r} is empty (an empty file would silently train the defaults)")
+    return tree
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

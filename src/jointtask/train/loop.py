@@ -7,6 +7,7 @@ import bisect
 import io
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -231,16 +232,22 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device is cuda but no CUDA device is available")
     ck_path, res_path, met_path = out / CHECKPOINT, out / RESULT, out / METRICS
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise UserError(f"run directory {str(out)!r} is not empty; pass --resume to continue it")
-    if resume and res_path.exists():
-        return json.loads(res_path.read_text())
-    if (out / CONFIG).exists():
+    if out.exists() and not out.is_dir():
+        raise UserError(f"run directory {str(out)!r} is a file")
+    if (out / CONFIG).exists():  # before anything is read back: a changed config is never resumed
         from .config import load_config
 
         saved = load_config(out / CONFIG)
         if saved.run_id() != cfg.run_id():
             raise UserError(f"run directory {str(out)!r} holds a different config; use another --out")
+    leftover = {p.name for p in out.iterdir()} - {CONFIG, ".lock"} if out.exists() else set()
+    if leftover and not resume:
+        raise UserError(f"run directory {str(out)!r} is not empty; pass --resume to continue it")
+    if resume and res_path.exists():
+        try:
+            return json.loads(res_path.read_text())
+        except ValueError:
+            os.replace(res_path, out / f"{RESULT}.corrupt")  # recompute it from the checkpoint
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG, cfg.to_toml())
 
@@ -248,7 +255,11 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     model = build_model(cfg, len(data.vocab)).to(device)
     if init_from is not None:
         src = load_checkpoint(Path(init_from) / CHECKPOINT)
-        model.load_state_dict(src["model"])
+        try:
+            model.load_state_dict(src["model"])
+        except RuntimeError:
+            raise UserError(f"--init-from {str(init_from)!r} holds a model of another shape than "
+                            f"this config's (width {cfg.model.width})") from None
     opt = make_optimizer(model, cfg)
     state = {"step": 0, "tokens_seen": 0, "train_seconds": 0.0, "best": -1.0, "since_best": 0,
              "stop_reason": None, "loss": float("nan"), "running": 0.0, "n_running": 0}
@@ -315,7 +326,12 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     finally:
         progress.close()
 
-    final = read_jsonl(met_path)[-1]
+    rows = read_jsonl(met_path)
+    if not rows or rows[-1]["step"] != state["step"]:  # the log lost its last evaluation: redo it
+        rows.append({"step": state["step"], "loss": state["loss"],
+                     "accuracy_validation": evaluate(model, data.validation_sets, data, device)})
+        append_line(met_path, json.dumps(rows[-1]))
+    final = rows[-1]
     counts = model.number_of_parameters()
     # the test sets are read once, by the final model, and nothing is decided from them
     test = evaluate(model, data.test_sets, data, device)

@@ -1,0 +1,106 @@
+"""The numbers in README.md and docs/, printed from committed data.
+
+Each block sits between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in its file and is the output
+of one function here over files in the repository. `python -m jointtask.report.blocks --write`
+rewrites them; `--check` (and tests/test_docs.py) fails when any differs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..analysis.claims import claims_table
+from ..fileio import atomic_write_text
+
+ROOT = Path(__file__).resolve().parents[3]
+CLAIMS_BOOT = 400
+
+
+def claims_block(root: Path) -> str:
+    dirs = sorted(p for p in (root / "docs" / "results").iterdir() if (p / "results.csv").exists())
+    return (f"Printed by `jointtask claims docs/results/* --n-boot {CLAIMS_BOOT}` from the committed result tables.\n\n"
+            + claims_table(dirs, "md", n_boot=CLAIMS_BOOT))
+
+
+def quick_block(root: Path) -> str:
+    d = root / "docs" / "results" / "quick"
+    took = json.loads((d / "reproduce.json").read_text())
+    df = pd.read_csv(d / "results.csv")
+    per = df.groupby("mixture").agg(seeds=("seed", "nunique"), widths=("width", "nunique"))
+    design = ", ".join(f"{m} {r.seeds} seeds x {r.widths} widths" for m, r in per.iterrows())
+    return (f"`jointtask reproduce quick` trained {df.run_id.nunique()} runs ({design}) in "
+            f"{took['total_seconds'] / 60:.0f} min on {took['workers']} worker processes "
+            f"({took['processor']}): {took['sweep_seconds'] / 60:.0f} min of sweep, "
+            f"{took['analysis_seconds'] / 60:.1f} min of analysis (docs/results/quick/reproduce.json).")
+
+
+def calibration_block(root: Path) -> str:
+    res = json.loads((root / "docs" / "bench" / "calibration.json").read_text())
+    rows = res["rows"]
+    lines = [f"Design: {rows[0]['widths']} log-spaced widths over two decades of parameters, {rows[0]['seeds']} seeds; "
+             f"{rows[0]['reps']} planted pairs per row, {rows[0]['n_boot']} bootstrap replicates per fit.", "",
+             "| planted ratio | P* interval covers the truth | P50 interval covers the truth | P* verdict: benefit | P* verdict: harm | P50 verdict: benefit | P50 verdict: harm |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['ratio']:g} | {r['pstar_covered']:.0%} | {r['p50_covered']:.0%} | {r['benefit']:.0%} | "
+                     f"{r['harm']:.0%} | {r['p50_benefit']:.0%} | {r['p50_harm']:.0%} |")
+    power = [r["ratio"] for r in rows if r["ratio"] > 1 and r["benefit"] >= 0.8]
+    power50 = [r["ratio"] for r in rows if r["ratio"] > 1 and r["p50_benefit"] >= 0.8]
+    tried = ", ".join(f"{r['ratio']:g}" for r in rows if r["ratio"] > 1)
+    lines += ["", f"Smallest planted ratio called a benefit with at least 80% power (of {tried}): "
+                  f"P* {f'{min(power):g}x' if power else 'none'}, P50 {f'{min(power50):g}x' if power50 else 'none'}."]
+    return "\n".join(lines)
+
+
+def throughput_block(root: Path) -> str:
+    res = json.loads((root / "docs" / "bench" / "throughput.json").read_text())
+    m = res["machine"]
+    lines = [f"`jointtask bench{' --quick' if res['seconds_per_measurement'] < 5 else ''} --out docs/bench/throughput.json` "
+             f"on {m['processor']} ({', '.join(m['vector_extensions'])}), torch {m['torch']}, one thread; path: "
+             f"{res['path']}; {res['rounds']} alternating rounds of {res['seconds_per_measurement']:g} s per loop.", "",
+             "| width | ours tok/s | naive tok/s | ratio (medians) | ratio per round | ours, share of FP32 peak |",
+             "|---|---|---|---|---|---|"]
+    for w, r in res["widths"].items():
+        rounds = " / ".join(f"{x:.2f}" for x in r["ratio_per_round"])
+        lines.append(f"| {w} | {r['ours_tok_s']:,.0f} | {r['naive_tok_s']:,.0f} | {r['ratio']:.2f} | {rounds} | "
+                     f"{r['peak_fraction']:.1%} |")
+    lines += ["", f"Recommendation printed: {res['recommendation']}."]
+    return "\n".join(lines)
+
+
+BLOCKS = {("README.md", "claims"): claims_block, ("README.md", "quick"): quick_block,
+          ("docs/definitions.md", "calibration"): calibration_block,
+          ("docs/performance.md", "throughput"): throughput_block}
+
+
+def render(root: Path = ROOT) -> dict[Path, str]:
+    """Every file with its blocks filled in."""
+    out: dict[Path, str] = {}
+    for (name, block), fn in BLOCKS.items():
+        path = root / name
+        text = out.get(path, path.read_text())
+        pat = re.compile(f"(<!-- {block}:begin -->\n).*?(<!-- {block}:end -->)", re.S)
+        if not pat.search(text):
+            raise ValueError(f"{name} has no {block} block")
+        body = fn(root).rstrip("\n") + "\n"
+        out[path] = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return out
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    return [str(p.relative_to(root)) for p, text in render(root).items() if p.read_text() != text]
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        for p, text in render().items():
+            atomic_write_text(p, text)
+    bad = stale()
+    if bad:
+        print("out of date: " + ", ".join(bad), file=sys.stderr)
+        sys.exit(1)

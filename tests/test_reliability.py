@@ -1,0 +1,158 @@
+"""No silent wrong results: each failure found by trying the tool as a new user would, with bad
+inputs, corrupted files and awkward moments, reproduced here; every one must end in a correct
+result, or in one line on stderr with exit 2 and nothing half-written."""
+
+import json
+import os
+import stat
+
+import pandas as pd
+import pytest
+
+from jointtask.sweep.results import collect
+
+from .conftest import ROOT, run_cli
+
+MAX5 = ROOT / "configs" / "max-mod5.toml"
+TINY = """name = "tiny"
+[sweep]
+mixtures = ["MAX"]
+widths = [8]
+seeds = {seeds}
+[base.task]
+modulus = 5
+max_depth = 1
+[base.data]
+per_n = 40
+eval_count = 20
+eval_train_count = 10
+[base.train]
+steps = {steps}
+batch_size = 16
+eval_every = 10
+checkpoint_every = 10
+early_stop = false
+"""
+
+
+def one_line_error(r, needle):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert needle in lines[0], lines[0]
+
+
+def experiment(tmp_path, seeds="[0, 1]", steps=20, name="exp.toml"):
+    f = tmp_path / name
+    f.write_text(TINY.format(seeds=seeds, steps=steps))
+    return f
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rel")
+    out = tmp / "sweep"
+    r = run_cli("sweep", experiment(tmp), "--out", out, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    return tmp, out
+
+
+def test_a_changed_experiment_never_mixes_with_the_old_plan(finished, tmp_path):
+    tmp, out = finished
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    changed = experiment(tmp_path, steps=30, name="changed.toml")
+    r = run_cli("sweep", changed, "--out", copy)
+    one_line_error(r, "base.train.steps: 20 -> 30")
+    assert len(collect(copy)) == 2  # nothing of the new plan was added
+    r = run_cli("sweep", changed, "--out", copy, "--replan", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    df = collect(copy)
+    assert len(df) == 2 and set(df.steps) == {30}  # only the new plan's runs
+
+
+def test_duplicates_and_negative_seeds_are_refused(tmp_path):
+    one_line_error(run_cli("sweep", experiment(tmp_path, seeds="[0, 0]"), "--out", tmp_path / "a"), "seeds lists 0 twice")
+    one_line_error(run_cli("sweep", experiment(tmp_path, seeds="[-1]"), "--out", tmp_path / "b"), "seeds must be >= 0")
+    dup = tmp_path / "dup.toml"
+    dup.write_text(TINY.format(seeds="[0]", steps=10).replace('["MAX"]', '["MAX", "max"]'))
+    one_line_error(run_cli("sweep", dup, "--out", tmp_path / "c"), "lists 'MAX' twice")
+    assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_corrupt_run_records_are_set_aside_and_recomputed(finished, tmp_path):
+    tmp, out = finished
+    import shutil
+
+    copy = tmp_path / "sweep"
+    shutil.copytree(out, copy)
+    runs = sorted((copy / "runs").iterdir())
+    good = json.loads((runs[1] / "result.json").read_text())
+    (runs[0] / "result.json").write_text("garbage {")
+    (runs[1] / "metrics.jsonl").write_text((runs[1] / "metrics.jsonl").read_text() + "[1, 2]\n")
+    assert len(collect(copy)) == 1  # the unreadable record is not counted as a finished run
+    s = run_cli("status", copy)
+    assert s.returncode == 0 and "corrupt" in s.stdout
+    r = run_cli("sweep", experiment(tmp), "--out", copy, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert len(collect(copy)) == 2 and list(runs[0].glob("result.json.corrupt-*"))
+    assert json.loads((runs[1] / "result.json").read_text()) == good
+    # a run whose result and metrics are both gone is trained again from its checkpoint
+    (runs[1] / "result.json").unlink()
+    (runs[1] / "metrics.jsonl").unlink()
+    r = run_cli("sweep", experiment(tmp), "--out", copy, "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((runs[1] / "result.json").read_text())["accuracy"] == good["accuracy"]
+    (copy / "plan.json").write_text("not json")
+    one_line_error(run_cli("status", copy), "unreadable plan.json")
+    (copy / "plan.json").write_text("[1, 2]")
+    one_line_error(run_cli("results", copy), "not a list of planned runs")
+
+
+def test_readers_only_read(finished):
+    tmp, out = finished
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    r = run_cli("results", out)
+    assert r.returncode == 0 and len(pd.read_csv(pd.io.common.StringIO(r.stdout))) == 2
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    one_line_error(run_cli("analyze", tmp), "holds no sweep")
+    assert not (tmp / "report").exists()
+
+
+def test_path_and_resource_errors_are_one_line(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    one_line_error(run_cli("sweep", experiment(tmp_path), "--out", f), "")
+    one_line_error(run_cli("train", MAX5, "--out", f), "is a file")
+    one_line_error(run_cli("sweep", experiment(tmp_path), "--out", tmp_path / ("x" * 300)), "File name too long")
+    one_line_error(run_cli("sweep", experiment(tmp_path), "--out", tmp_path / "w", "--workers", "-1"), "--workers")
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_failed_train_can_be_retried_and_a_changed_config_is_never_resumed(tmp_path):
+    run = tmp_path / "run"
+    one_line_error(run_cli("train", MAX5, "--out", run, "--init-from", tmp_path / "nowhere"), "corrupt checkpoint")
+    r = run_cli("train", MAX5, "--out", run, "--quiet", "--set", "train.steps=20", "--set", "train.early_stop=false")
+    assert r.returncode == 2 and "different config" in r.stderr  # the failed attempt had other steps
+    r = run_cli("train", MAX5, "--out", run, "--quiet")
+    assert r.returncode == 0, r.stderr  # the retry of the same config is not refused
+    one_line_error(run_cli("train", MAX5, "--out", run, "--resume", "--set", "train.lr=0.01"), "different config")
+    mode = stat.S_IMODE((run / "result.json").stat().st_mode)
+    assert mode == 0o666 & ~_umask()  # like every other file the tool writes, not 0600
+    other = tmp_path / "other"
+    one_line_error(run_cli("train", MAX5, "--out", other, "--init-from", run, "--set", "model.width=16"),
+                   "another shape")
+
+
+def test_an_empty_config_is_refused(tmp_path):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    one_line_error(run_cli("train", empty, "--out", tmp_path / "r"), "is empty")
+
+
+def _umask():
+    m = os.umask(0)
+    os.umask(m)
+    return m
