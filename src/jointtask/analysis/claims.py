@@ -62,30 +62,30 @@ class Claim:
 
 
 CLAIMS = [
-    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "quick", "mod 10, depth 1, widths 8-40, equal steps",
+    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "quick", "mod 10, depth 1, equal steps",
           "jointtask reproduce quick --out runs/quick", mixture="ADD+MAX+MED"),
-    Claim("C1", "MAX, MIN, MED easy; ADD hardest", "cpu-claims", "mod 10, depth 1, widths 8-32",
+    Claim("C1", "MAX, MIN, MED easy; ADD hardest", "cpu-claims", "mod 10, depth 1",
           "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims"),
-    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "cpu-claims", "mod 10, depth 1, widths 8-32, equal steps",
+    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "cpu-claims", "mod 10, depth 1, equal steps",
           "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", mixture="ADD+MAX+MED"),
     Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "cpu-exposure",
-          "mod 10, depth 1, widths 8-32, equal exposure", "jointtask sweep experiments/cpu/exposure.toml --out runs/cpu-exposure",
+          "mod 10, depth 1, equal exposure", "jointtask sweep experiments/cpu/exposure.toml --out runs/cpu-exposure",
           mixture="ADD+MAX+MED"),
-    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "device-c2", "mod 20, depth 1, widths 8-96, equal steps (GPU)",
+    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "device-c2", "mod 20, depth 1, equal steps (GPU)",
           "jointtask sweep experiments/paper/device-c2.toml --out runs/device-c2", mixture="ADD+MAX+MED"),
-    Claim("C3", "ADD+PROD (n=20) lowers ADD's transition ~3.6x", "cpu-add-prod-mod10", "mod 10 analogue, widths 8-32",
+    Claim("C3", "ADD+PROD (n=20) lowers ADD's transition ~3.6x", "cpu-add-prod-mod10", "mod 10 analogue",
           "jointtask sweep experiments/cpu/add-prod-mod10.toml --out runs/cpu-add-prod-mod10", mixture="ADD+PROD"),
-    Claim("C3", "ADD+PROD (n=20) lowers ADD's transition ~3.6x", "device-c3", "mod 20, widths 16-96 (GPU)",
+    Claim("C3", "ADD+PROD (n=20) lowers ADD's transition ~3.6x", "device-c3", "mod 20 (GPU)",
           "jointtask sweep experiments/paper/device-c3.toml --out runs/device-c3", mixture="ADD+PROD"),
-    Claim("C4", "ADD+PROD with a prime modulus: no benefit", "cpu-add-prod-mod11", "mod 11 analogue, widths 8-32",
+    Claim("C4", "ADD+PROD with a prime modulus: no benefit", "cpu-add-prod-mod11", "mod 11 analogue",
           "jointtask sweep experiments/cpu/add-prod-mod11.toml --out runs/cpu-add-prod-mod11", mixture="ADD+PROD",
           expects="no benefit"),
-    Claim("C5", "ADD+NADD: no benefit", "cpu-claims", "mod 10, depth 1, widths 8-32",
+    Claim("C5", "ADD+NADD: no benefit", "cpu-claims", "mod 10, depth 1",
           "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", mixture="ADD+NADD", expects="no benefit"),
-    Claim("C6", "shuffled ADD with easy ops: no benefit", "cpu-claims", "mod 10, depth 1, widths 8-32",
+    Claim("C6", "shuffled ADD with easy ops: no benefit", "cpu-claims", "mod 10, depth 1",
           "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", target="SADD", baseline="SADD",
           mixture="SADD+MAX+MED", expects="no benefit"),
-    Claim("C7", "permutation products easier with compatible easy tasks", "device-c7", "S_4, widths 64-128 (GPU)",
+    Claim("C7", "permutation products easier with compatible easy tasks", "device-c7", "S_4 (GPU)",
           "jointtask sweep experiments/paper/device-c7.toml --out runs/device-c7", target="PMUL", baseline="PMUL",
           mixture="PMUL+PMAX+PMIN"),
     Claim("C9", "MAX+MED pretraining, then ADD, learns smaller (~7x)", "cpu-transfer",
@@ -109,13 +109,15 @@ def load_results(directory: Path) -> pd.DataFrame:
 def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, bool]:
     """'seeds x widths 8x5 / 8x5; ...' for the (mixture, target op) curves, and whether that
     design may give a verdict."""
-    parts, ok = [], "test_scored" in df
+    parts, ok, ws = [], "test_scored" in df, set()
     for m, op in curves:
         g = df[(df.mixture == m) & (df.target_op == op)]
         seeds, widths = g.seed.nunique(), g.width.nunique()
         ok = ok and seeds >= MIN_SEEDS and widths >= MIN_WIDTHS
         parts.append(f"{seeds}x{widths}")
-    text = f"seeds x widths {' / '.join(parts)}; " + ("test unseen up to argument order" if "test_scored" in df
+        ws |= set(g.width)
+    span = f"widths {min(ws)}-{max(ws)}, " if ws else ""
+    text = f"{span}seeds x widths {' / '.join(parts)}; " + ("test unseen up to argument order" if "test_scored" in df
                                                       else "old split (test prompts may reorder training prompts)")
     return text, ok
 

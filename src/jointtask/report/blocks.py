@@ -73,8 +73,27 @@ def throughput_block(root: Path) -> str:
     return "\n".join(lines)
 
 
+def regimes_block(root: Path) -> str:
+    parts = []
+    for name in ("pilot-mod10", "quick"):
+        f = root / "docs" / "results" / name / "results.csv"
+        if not f.exists():
+            continue
+        df = pd.read_csv(f)
+        df = df[df.target_op == "ADD"]
+        g = df.groupby(["mixture", "width"]).agg(acc=("accuracy", "mean"), n=("seed", "nunique")).reset_index()
+        widths = sorted(g.width.unique())
+        lines = [f"**{name}** (test ADD accuracy)", "", "| mixture | " + " | ".join(f"width {w}" for w in widths) + " |",
+                 "|---|" + "---|" * len(widths)]
+        for m, gm in g.groupby("mixture"):
+            cells = {int(r.width): f"{r.acc:.2f} ({r.n})" for r in gm.itertuples()}
+            lines.append(f"| {m} | " + " | ".join(cells.get(int(w), "") for w in widths) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 BLOCKS = {("README.md", "claims"): claims_block, ("README.md", "quick"): quick_block,
-          ("docs/definitions.md", "calibration"): calibration_block,
+          ("docs/definitions.md", "calibration"): calibration_block, ("docs/regimes.md", "regimes"): regimes_block,
           ("docs/performance.md", "throughput"): throughput_block}
 
 
