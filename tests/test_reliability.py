@@ -8,6 +8,8 @@ import stat
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jointtask.sweep.results import collect
 
@@ -156,3 +158,77 @@ def _umask():
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_a_second_sweep_on_the_same_directory_is_refused(finished):
+    import fcntl
+
+    tmp, out = finished
+    with open(out / ".sweep.lock", "a") as f:  # as a running sweep driver holds it
+        fcntl.flock(f, fcntl.LOCK_EX)
+        one_line_error(run_cli("sweep", experiment(tmp), "--out", out), "in use by another process")
+
+
+def test_a_full_disk_is_one_line_and_heals_on_rerun(tmp_path):
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        r = run_cli("sweep", experiment(tmp_path), "--out", mnt / "sweep", "--workers", "1")
+        assert r.returncode in (1, 2) and "Traceback" not in r.stderr, r.stderr
+        assert "No space left on device" in r.stderr
+        assert not list((mnt / "sweep").rglob("result.json"))  # nothing half-written counts as finished
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+        r = run_cli("sweep", experiment(tmp_path), "--out", mnt / "sweep", "--workers", "1")
+        assert r.returncode == 0, r.stderr
+        assert len(collect(mnt / "sweep")) == 2
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1e3, 3e3, 1e4, 3e4, 0.0, -5.0, float("nan"), float("inf")]),
+                          st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))), st.integers(0, 4)),
+                min_size=1, max_size=40))
+def test_any_points_table_gives_finite_output_or_one_clear_error(points):
+    import numpy as np
+
+    from jointtask.analysis.transition import fit_transition
+    from jointtask.errors import UserError
+
+    P, A, S = (np.array(x) for x in zip(*points))
+    try:
+        t = fit_transition(P, A, S, n_boot=20)
+    except UserError as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    d = t.to_dict()
+    for k in ("p_star", "ci_low", "ci_high", "p50", "p50_ci_low", "p50_ci_high"):
+        assert d[k] is None or (np.isfinite(d[k]) and d[k] > 0), (k, d)
+    assert d["censored"] in ("none", "above", "below") and (d["p_star"] is None) == (d["censored"] != "none")
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.dictionaries(st.sampled_from(["lr", "beta1", "beta2", "weight_decay", "grad_clip", "steps", "batch_size",
+                                        "ceiling", "warmup_fraction"]),
+                       st.one_of(st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+                                 st.text(max_size=3)), max_size=4),
+       st.one_of(st.integers(-2, 64), st.booleans()))
+def test_any_config_is_valid_or_refused_in_one_line(train, width):
+    import math
+
+    from jointtask.errors import UserError
+    from jointtask.train.config import config_from_dict
+
+    try:
+        cfg = config_from_dict({"train": train, "model": {"width": width}})
+    except UserError as e:
+        assert "\n" not in str(e)
+        return
+    t = cfg.train
+    assert all(math.isfinite(v) for v in (t.lr, t.beta1, t.beta2, t.weight_decay, t.grad_clip))
+    assert 0 <= t.beta1 < 1 and 0 <= t.beta2 < 1 and t.lr > 0 and t.steps >= 1 and not isinstance(cfg.model.width, bool)
+    assert cfg.model.width >= 1

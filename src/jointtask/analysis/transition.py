@@ -129,17 +129,17 @@ def fit_pstar_many(logp, acc, idx, frac: float = FRAC, learned_floor: float = LE
     out = []
     p_min, p_max = float(np.exp(xs[0])), float(np.exp(xs[-1]))
     for r, g in enumerate(best):
-        l, h, x0, w = float(lo[r, g]), float(hi[r, g]), float(g0[g]), float(gw[g])
-        if h < l:  # a falling curve: described by its asymptote at large P
-            l, h, w = h, l, -w
-        popt = (l, h, x0, w)
-        level = frac * h
-        if h < learned_floor or logistic(xs[-1], *popt) < level:
+        a0, a1, x0, w = float(lo[r, g]), float(hi[r, g]), float(g0[g]), float(gw[g])
+        if a1 < a0:  # a falling curve: described by its asymptote at large P
+            a0, a1, w = a1, a0, -w
+        popt = (a0, a1, x0, w)
+        level = frac * a1
+        if a1 < learned_floor or logistic(xs[-1], *popt) < level:
             out.append(Estimate(None, "above", p_min, p_max, popt))
         elif logistic(xs[0], *popt) >= level:
             out.append(Estimate(None, "below", p_min, p_max, popt))
         else:  # where the rising curve reaches the level, in closed form
-            q = (level - l) / (h - l)
+            q = (level - a0) / (a1 - a0)
             out.append(Estimate(float(np.exp(np.clip(x0 + w * np.log(q / (1 - q)), xs[0], xs[-1]))), "none",
                                 p_min, p_max, popt))
     return out

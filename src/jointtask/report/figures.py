@@ -100,7 +100,7 @@ def ablation_bars(ab, path: Path) -> Path:
         ax.bar(x + (i - 1.5) * width, vals, width, label=f"{sub}, {mode} ablation")
     ax.set_xticks(x, [f"{m}\n→{o}" for m, o in keys], fontsize=7)
     ax.set_ylabel("accuracy drop (all passes ablated)")
-    ax.set_title("Sublayer reliance: drop in held-out accuracy when a sublayer's output is removed")
+    ax.set_title("Sublayer reliance: drop in test accuracy when a sublayer's output is removed")
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -112,7 +112,7 @@ def transfer_plot(tr, path: Path) -> Path:
                     label=f"{mixture} → {op} accuracy (n={int(g.n.sum())})")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("width (n_embed)")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel("test accuracy")
     ax.set_title("Transfer: pretrained (A>B) against B from scratch, same steps on B")
     ax.legend(fontsize=7)
     return _save(fig, path)

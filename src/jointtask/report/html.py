@@ -160,7 +160,7 @@ def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: 
         ab = a["ablations"]
         parts.append("<h2>Sublayer reliance (attention vs feed-forward)</h2>")
         parts.append("<p class=note>Each sublayer's output replaced by zeros or by its mean over the evaluation "
-                     "prompts, at every pass ('all') or one pass; drop in held-out accuracy; mean L2 norm of the "
+                     "expressions, at every pass ('all') or one pass; drop in test accuracy; mean L2 norm of the "
                      "sublayer's residual update (SPEC 6).</p>")
         parts.append(_table(ab[ab["pass"] == "all"], ["mixture", "target_op", "width", "sublayer", "mode",
                                                      "baseline", "accuracy", "drop", "update_norm"]))

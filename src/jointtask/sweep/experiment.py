@@ -4,7 +4,7 @@
 name = "smoke"
 [sweep]
 mixtures = ["MAX", "MAX+MIN"]     # each mixture is trained; "+" joins operations
-targets = ["MAX"]                 # ops whose held-out accuracy is tabulated (default: each mixture's ops)
+targets = ["MAX"]                 # ops whose test accuracy is tabulated (default: each mixture's ops)
 widths = [8, 16]                  # or {min = 8, max = 256, num = 6} for a log range
 seeds = [0, 1]                    # or an integer n for 0..n-1
 budget = "steps"                  # "steps": every run trains base.train.steps; "exposure": a mixture

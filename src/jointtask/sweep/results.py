@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 
 from ..fileio import atomic_write_bytes
-from ..train.loop import RESULT
 from .runner import load_plan, read_result, run_progress, run_state
 
 COLUMNS = ["run_id", "mixture", "target_op", "width", "seed", "params", "params_non_embedding", "accuracy",

@@ -37,7 +37,7 @@ class TrainConfig(Strict):
     window: int = 128
     eval_every: int = 500
     checkpoint_every: int = 500
-    early_stop: bool = True  # stop once every target op is at `ceiling` held-out accuracy
+    early_stop: bool = True  # stop once every target op is at `ceiling` validation accuracy
     ceiling: float = 0.99
     patience: Optional[int] = None  # also stop after this many evals with no held-out gain
     min_delta: float = 0.01
