@@ -134,7 +134,7 @@ def run_state(run_dir: Path) -> str:
 
 def run_progress(run_dir: Path) -> int:
     rows = read_jsonl(run_dir / METRICS)
-    return rows[-1]["step"] if rows else 0
+    return rows[-1].get("step", 0) if rows else 0
 
 
 def plan_rows(runs: list[PlannedRun]) -> list[dict]:

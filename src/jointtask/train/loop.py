@@ -327,7 +327,7 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
         progress.close()
 
     rows = read_jsonl(met_path)
-    if not rows or rows[-1]["step"] != state["step"]:  # the log lost its last evaluation: redo it
+    if not rows or rows[-1].get("step") != state["step"] or "accuracy_validation" not in rows[-1]:  # lost: redo it
         rows.append({"step": state["step"], "loss": state["loss"],
                      "accuracy_validation": evaluate(model, data.validation_sets, data, device)})
         append_line(met_path, json.dumps(rows[-1]))
