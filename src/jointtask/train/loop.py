@@ -269,7 +269,7 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
         opt.load_state_dict(ck["optimizer"])
         state = ck["state"]
         # metrics logged after the checkpoint belong to steps that will be redone
-        kept = [r for r in read_jsonl(met_path) if r["step"] <= state["step"]]
+        kept = [r for r in read_jsonl(met_path) if isinstance(r.get("step"), int) and r["step"] <= state["step"]]
         atomic_write_text(met_path, "".join(json.dumps(r) + "\n" for r in kept))
     elif met_path.exists():
         met_path.unlink()
