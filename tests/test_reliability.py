@@ -232,3 +232,22 @@ def test_any_config_is_valid_or_refused_in_one_line(train, width):
     assert all(math.isfinite(v) for v in (t.lr, t.beta1, t.beta2, t.weight_decay, t.grad_clip))
     assert 0 <= t.beta1 < 1 and 0 <= t.beta2 < 1 and t.lr > 0 and t.steps >= 1 and not isinstance(cfg.model.width, bool)
     assert cfg.model.width >= 1
+
+
+def test_an_internal_error_prints_one_line_and_where_the_traceback_is(tmp_path, monkeypatch, capsys):
+    import jointtask.analysis.transition as transition
+    from jointtask.cli import main
+
+    def broken(*a, **k):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(transition, "fit_transition", broken)
+    f = tmp_path / "points.csv"
+    f.write_text("params,accuracy,seed\n1000,0.5,0\n")
+    with pytest.raises(SystemExit) as e:
+        main(["transition", str(f)])
+    assert e.value.code == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("internal error: RuntimeError: a bug (traceback in ")
+    log = err[0].split("traceback in ")[1].rstrip(")")
+    assert "RuntimeError: a bug" in open(log).read()
