@@ -133,10 +133,10 @@ def test_benchmark_baseline_has_the_same_architecture_and_parameter_count():
 def test_benchmark_alternates_both_loops_in_fresh_processes_and_names_the_machine():
     from jointtask.bench import bench_width, cpu_flags, recommendation
 
-    r = bench_width(8, 0.2, rounds=2)  # four spawned processes, a fraction of a second of training each
+    r = bench_width(8, 0.2, rounds=1)  # two spawned processes, a fraction of a second of training each
     for key in ("ours_tok_s", "naive_tok_s", "peak_flops"):
         assert r[key] > 0, key
-    assert r["ratio"] == r["ours_tok_s"] / r["naive_tok_s"] and len(r["ratio_per_round"]) == 2
+    assert r["ratio"] == r["ours_tok_s"] / r["naive_tok_s"] and r["ratio_per_round"] == [r["ratio"]]
     assert 0 < r["peak_fraction"] < 1 and 0 < r["naive_peak_fraction"] < 1
     if sys.platform.startswith("linux") and os.uname().machine == "x86_64":
         assert "sse4_2" in cpu_flags()

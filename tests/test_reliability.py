@@ -15,7 +15,7 @@ from jointtask.sweep.results import collect
 
 from .conftest import ROOT, run_cli
 
-MAX5 = ROOT / "configs" / "max-mod5.toml"
+MAX10 = ROOT / "configs" / "max-mod10.toml"
 TINY = """name = "tiny"
 [sweep]
 mixtures = ["MAX"]
@@ -127,7 +127,7 @@ def test_path_and_resource_errors_are_one_line(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     one_line_error(run_cli("sweep", experiment(tmp_path), "--out", f), "")
-    one_line_error(run_cli("train", MAX5, "--out", f), "is a file")
+    one_line_error(run_cli("train", MAX10, "--out", f), "is a file")
     one_line_error(run_cli("sweep", experiment(tmp_path), "--out", tmp_path / ("x" * 300)), "File name too long")
     one_line_error(run_cli("sweep", experiment(tmp_path), "--out", tmp_path / "w", "--workers", "-1"), "--workers")
     assert not (tmp_path / "w").exists()
@@ -135,16 +135,16 @@ def test_path_and_resource_errors_are_one_line(tmp_path):
 
 def test_a_failed_train_can_be_retried_and_a_changed_config_is_never_resumed(tmp_path):
     run = tmp_path / "run"
-    one_line_error(run_cli("train", MAX5, "--out", run, "--init-from", tmp_path / "nowhere"), "corrupt checkpoint")
-    r = run_cli("train", MAX5, "--out", run, "--quiet", "--set", "train.steps=20", "--set", "train.early_stop=false")
+    one_line_error(run_cli("train", MAX10, "--out", run, "--init-from", tmp_path / "nowhere"), "corrupt checkpoint")
+    r = run_cli("train", MAX10, "--out", run, "--quiet", "--set", "train.steps=20")
     assert r.returncode == 2 and "different config" in r.stderr  # the failed attempt had other steps
-    r = run_cli("train", MAX5, "--out", run, "--quiet")
+    r = run_cli("train", MAX10, "--out", run, "--quiet")
     assert r.returncode == 0, r.stderr  # the retry of the same config is not refused
-    one_line_error(run_cli("train", MAX5, "--out", run, "--resume", "--set", "train.lr=0.01"), "different config")
+    one_line_error(run_cli("train", MAX10, "--out", run, "--resume", "--set", "train.lr=0.01"), "different config")
     mode = stat.S_IMODE((run / "result.json").stat().st_mode)
     assert mode == 0o666 & ~_umask()  # like every other file the tool writes, not 0600
     other = tmp_path / "other"
-    one_line_error(run_cli("train", MAX5, "--out", other, "--init-from", run, "--set", "model.width=16"),
+    one_line_error(run_cli("train", MAX10, "--out", other, "--init-from", run, "--set", "model.width=16"),
                    "another shape")
 
 

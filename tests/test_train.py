@@ -8,12 +8,12 @@ from jointtask.fileio import read_jsonl
 
 from .conftest import ROOT, run_cli
 
-MAX5 = ROOT / "configs" / "max-mod5.toml"
+MAX10 = ROOT / "configs" / "max-mod10.toml"
 
 
 @pytest.mark.slow
-def test_max_mod5_learns(tmp_path):
-    r = run_cli("train", MAX5, "--out", tmp_path / "run", "--quiet")
+def test_max_mod10_learns(tmp_path):
+    r = run_cli("train", MAX10, "--out", tmp_path / "run", "--quiet")
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["accuracy"]["MAX"] >= 0.9
@@ -28,7 +28,7 @@ def test_resume_continues_exactly(tmp_path):
     overrides = ["task.ops=['ADD','MAX']", "task.modulus=7", "train.steps=40", "train.eval_every=10",
                  "train.checkpoint_every=10", "train.early_stop=false", "model.width=16", "data.per_n=40",
                  "data.eval_count=30", "data.eval_train_count=10"]
-    cfg = load_config(MAX5, overrides)
+    cfg = load_config(MAX10, overrides)
     full = train_run(cfg, tmp_path / "full", quiet=True)
     assert train_run(cfg, tmp_path / "part", stop_after=25, quiet=True) is None
     resumed = train_run(cfg, tmp_path / "part", resume=True, quiet=True)
@@ -66,7 +66,7 @@ def _assert_clean_error(r, needle):
 ])
 def test_bad_config_values_fail_cleanly(tmp_path, args, needle):
     out = tmp_path / "run"
-    r = run_cli("train", MAX5, "--out", out, *args)
+    r = run_cli("train", MAX10, "--out", out, *args)
     _assert_clean_error(r, needle)
     assert not out.exists()
 
@@ -87,16 +87,16 @@ def test_bad_files_fail_cleanly(tmp_path):
 
 def test_corrupt_checkpoint_fails_cleanly(tmp_path):
     run = tmp_path / "run"
-    r = run_cli("train", MAX5, "--out", run, "--stop-after", "5", "--quiet", "--set", "train.checkpoint_every=5")
+    r = run_cli("train", MAX10, "--out", run, "--stop-after", "5", "--quiet", "--set", "train.checkpoint_every=5")
     assert r.returncode == 0, r.stderr
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    _assert_clean_error(run_cli("train", MAX5, "--out", run, "--resume"), "corrupt checkpoint")
+    _assert_clean_error(run_cli("train", MAX10, "--out", run, "--resume"), "corrupt checkpoint")
     assert not (run / "result.json").exists()
 
 
 def test_windowed_baseline_recipe_runs(tmp_path):
     """The naive recipe (packed 128-token windows, loss on all tokens) as a config of the trainer."""
-    cfg = load_config(MAX5, ["train.packing='windows'", "train.loss_on='all'", "train.batch_size=8", "train.steps=20",
+    cfg = load_config(MAX10, ["train.packing='windows'", "train.loss_on='all'", "train.batch_size=8", "train.steps=20",
                              "train.eval_every=10", "train.early_stop=false"])
     result = train_run(cfg, tmp_path / "w", quiet=True)
     assert result["steps"] == 20 and result["tokens_seen"] == 20 * 8 * 128
