@@ -65,7 +65,7 @@ def throughput_block(root: Path) -> str:
              f"{res['path']}; {res['rounds']} alternating rounds of {res['seconds_per_measurement']:g} s per loop.", "",
              "| width | ours tok/s | naive tok/s | ratio (medians) | ratio per round | ours, share of FP32 peak |",
              "|---|---|---|---|---|---|"]
-    for w, r in res["widths"].items():
+    for w, r in sorted(res["widths"].items(), key=lambda kv: int(kv[0])):
         rounds = " / ".join(f"{x:.2f}" for x in r["ratio_per_round"])
         lines.append(f"| {w} | {r['ours_tok_s']:,.0f} | {r['naive_tok_s']:,.0f} | {r['ratio']:.2f} | {rounds} | "
                      f"{r['peak_fraction']:.1%} |")
