@@ -4,14 +4,19 @@ import itertools
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jointtask.tasks import LISTOPS_OPS, PERM_OPS, TaskConfig, Vocab, generate
+from jointtask.errors import UserError
+from jointtask.tasks import ListOps, Permutations, TaskConfig, Vocab, generate
+
 from jointtask.tasks.dataset import build_task_data, context_length
 from jointtask.tasks.spec import DataConfig
 
 from .conftest import run_cli
+
+LISTOPS_OPS, PERM_OPS = list(ListOps.OPS), list(Permutations.OPS)
 
 # ---- an independent evaluator: works on token lists, knows nothing of the package's trees ----
 
@@ -302,3 +307,67 @@ def test_cli_data_is_deterministic(tmp_path):
     assert all(r["prompt"] == r["tokens"][: r["tokens"].index("=") + 1] and r["answer"] == r["tokens"][-2] for r in rows)
     r = run_cli("data", "--ops", "PMUL", "--degree", "4", "--count", "5", "--out", tmp_path / "p.jsonl")
     assert r.returncode == 0 and json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])["answer"].startswith("p")
+
+
+def test_a_new_family_is_one_class():
+    """A family defined here, registered, goes through config, generation, split and vocabulary."""
+    import functools
+    import operator
+
+    from jointtask.tasks.dataset import build_task_data
+    from jointtask.tasks.families import Family, Op, register, unregister
+    from jointtask.tasks.spec import DataConfig
+
+    class Bits(Family):
+        name, parameter = "bits", "modulus"
+        OPS = {"XOR": Op(lambda f, xs: functools.reduce(operator.xor, xs), "multiset"),
+               "SUB": Op(lambda f, xs: (xs[0] - sum(xs[1:])) % f.size, "ordered")}
+
+        @classmethod
+        def check(cls, size):
+            if size & (size - 1):
+                raise ValueError(f"modulus must be a power of 2, got {size}")
+
+        n_values = property(lambda self: self.size)
+        value_token = lambda self, v: f"b{v}"
+        labellings = lambda self: {"low bit": np.arange(self.size) % 2}
+
+    register(Bits)
+    try:
+        with pytest.raises(ValueError, match="power of 2"):
+            TaskConfig(ops=["XOR"], modulus=6)
+        task = TaskConfig(ops=["XOR", "SUB"], modulus=8, max_depth=2)
+        samples = generate(task, 300, seed=1, split="train", test_fraction=0.2)
+        for s in samples:  # the answer is the brute-force value of the prompt
+            assert s.tokens[-2] == f"b{_brute_bits(s.tokens[: s.tokens.index('=')])}"
+        data = build_task_data(task, DataConfig(per_n=50, eval_count=20, eval_train_count=10), seed=0)
+        assert data.vocab.tokens[5:7] == ["XOR", "SUB"] and "b7" in data.vocab.tokens
+        assert {"XOR", "SUB"} <= set(data.test_sets) and len(data.train) == 400
+        with pytest.raises(UserError, match="mix the"):
+            TaskConfig(ops=["XOR", "ADD"], modulus=8)
+    finally:
+        unregister(Bits)
+    with pytest.raises(UserError, match="unknown operation 'XOR'"):
+        TaskConfig(ops=["XOR"], modulus=8)
+
+
+def _brute_bits(toks: list[str]) -> int:
+    """Evaluate a Bits prompt ('XOR ( b1 SUB ( b3 b2 ) )') by recursive descent, apart from the generator."""
+
+    def expr(i):
+        if toks[i].startswith("b"):
+            return int(toks[i][1:]), i + 1
+        assert toks[i + 1] == "("
+        op, i = toks[i], i + 2
+        args = []
+        while toks[i] != ")":
+            v, i = expr(i)
+            args.append(v)
+        if op == "XOR":
+            out = 0
+            for a in args:
+                out ^= a
+            return out, i + 1
+        return (args[0] - sum(args[1:])) % 8, i + 1
+
+    return expr(0)[0]

@@ -35,12 +35,11 @@ def compatibility(target: str, companions: list[str], modulus: int | None = None
     fam = task.family(seed)
     xs = _inputs(fam.n_values, min_args, max_args, limit, np.random.default_rng(seed))
     t = np.array([fam.apply(target, x) for x in xs])
-    divisors = [k for k in range(2, fam.n_values) if fam.n_values % k == 0 and k <= 10] if fam.name == "listops" else []
     rows = {}
     for c in companions:
         y = np.array([fam.apply(c, x) for x in xs])
         res = {"output_nmi": float(normalized_mutual_info_score(t, y))}
-        for k in divisors:
+        for k in fam.divisors():
             res[f"mod{k}_nmi"] = float(normalized_mutual_info_score(t % k, y % k))
         rows[c] = res
     score = max((max(r.values()) for r in rows.values()), default=0.0)

@@ -56,26 +56,9 @@ def ordering(coords: np.ndarray, values) -> float:
     return float(abs(rho)) if np.isfinite(rho) else 0.0
 
 
-def listops_labellings(n: int) -> dict[str, np.ndarray]:
-    """Parity and residues mod each small divisor of n (2 < k < n)."""
-    values = np.arange(n)
-    out = {"parity": values % 2}
-    for k in range(3, n):
-        if n % k == 0 and k <= 10:
-            out[f"mod {k}"] = values % k
-    return out
-
-
-def permutation_labellings(family) -> dict[str, np.ndarray]:
-    """Sign, and the coset of the stabiliser of the last point (where g sends that point)."""
-    k = family.degree
-    return {"sign": np.array([family.parity(i) for i in range(family.n_values)]),
-            "coset": np.array([p[k - 1] for p in family.elements])}
-
-
 def embedding_structure(emb: np.ndarray, family, k: int = 3, n_perm: int = 999) -> dict:
     coords, var = pca_of_similarity(emb, k)
-    labels = listops_labellings(family.n_values) if family.name == "listops" else permutation_labellings(family)
+    labels = family.labellings()
     return {"coords": coords, "explained_variance": var, "similarity": cosine_similarity_matrix(emb),
             "ordering": ordering(coords, np.arange(len(emb))),
             "separation": {name: separation(coords, lab, n_perm) for name, lab in labels.items()},

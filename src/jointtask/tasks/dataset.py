@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, stable_hash
 from .expressions import canonical, chain_of_thought, evaluated, random_tree
-from .families import EQUALS, PAD, SYMMETRY, Vocab
+from .families import EQUALS, PAD, Vocab, symmetry_of
 from .spec import DataConfig, TaskConfig
 
 GENERATOR_VERSION = 2  # bump when generated content changes, so caches are not reused
@@ -114,7 +114,7 @@ def count_expressions(task: TaskConfig, op: str, split: str, test_fraction: floa
     keys = set()
     for k in range(task.min_args, task.max_args + 1):
         for args in itertools.product(values, repeat=k):
-            if SYMMETRY[op] == "multiset" and list(args) != sorted(args):
+            if symmetry_of(op) == "multiset" and list(args) != sorted(args):
                 continue
             keys.add(canonical((op, list(args))))
     return sum(split_of(key, test_fraction, validation_fraction) == split for key in keys)
@@ -161,7 +161,7 @@ def encode(samples: list[Sample], vocab: Vocab) -> EncodedSet:
     ops = np.zeros(n, dtype=np.int64)
     pure = np.array([s.pure for s in samples], dtype=bool)
     keys = np.array([s.key for s in samples], dtype=str)
-    op_index = {op: i for i, op in enumerate(vocab.family.ops)}
+    op_index = {op: i for i, op in enumerate(vocab.family.OPS)}
     for i, s in enumerate(samples):
         row = vocab.encode(s.tokens)
         ids[i, : len(row)] = row
@@ -225,7 +225,7 @@ def build_task_data(task: TaskConfig, data: DataConfig, seed: int) -> TaskData:
     train = cached_encoded(task, n_train, seed, "train", data, unique=False)
     eval_ops = data.eval_ops if data.eval_ops is not None else list(task.ops)
     for op in eval_ops:
-        if op not in vocab.family.ops:
+        if op not in vocab.family.OPS:
             raise UserError(f"eval op {op!r} is not in the {vocab.family.name} family")
     names = list(dict.fromkeys(eval_ops))
     validation, test, trained, space = {}, {}, {}, {}
@@ -239,7 +239,7 @@ def build_task_data(task: TaskConfig, data: DataConfig, seed: int) -> TaskData:
         if name != "mixture":
             space[name] = count_expressions(sub, name, "test", data.test_fraction, data.validation_fraction)
             if data.eval_train_count and name in task.ops:
-                trained[name] = trained_subset(train, vocab.family.ops.index(name), data.eval_train_count)
+                trained[name] = trained_subset(train, list(vocab.family.OPS).index(name), data.eval_train_count)
     return TaskData(vocab, train, validation, test, trained, space)
 
 

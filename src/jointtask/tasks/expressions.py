@@ -11,7 +11,7 @@ from typing import Union
 
 import numpy as np
 
-from .families import SYMMETRY
+from .families import symmetry_of
 
 Tree = Union[int, tuple]
 
@@ -62,14 +62,14 @@ def chain_of_thought(tree: Tree, family) -> list[str]:
 
 
 def canonical(tree: Tree) -> str:
-    """The expression up to the symmetries of its operations (families.SYMMETRY), bottom-up:
+    """The expression up to the symmetries of its operations (their `Op.symmetry`), bottom-up:
     two trees have the same canonical form exactly when one is a reordering of the other's
     arguments that no operation can tell apart."""
     if isinstance(tree, int):
         return str(tree)
     op, args = tree
     parts = [canonical(a) for a in args]
-    kind = SYMMETRY[op]
+    kind = symmetry_of(op)
     if kind == "multiset":
         parts = sorted(parts)
     elif kind == "alternating":

@@ -8,7 +8,7 @@ from pydantic import field_validator, model_validator
 
 from ..errors import UserError
 from ..schema import Strict, validation_message
-from .families import family_of, make_family
+from .families import Family, family_of
 
 
 class TaskConfig(Strict):
@@ -24,25 +24,20 @@ class TaskConfig(Strict):
     @field_validator("ops", mode="before")
     @classmethod
     def _split_ops(cls, v):
-        if isinstance(v, str):
-            v = [s for s in v.replace("+", ",").split(",") if s.strip()]
-        return [s.strip().upper() for s in v]
+        return split_ops(v) if isinstance(v, str) else [str(s).strip().upper() for s in v]
 
     @model_validator(mode="after")
     def _check(self):
         if len(set(self.ops)) != len(self.ops):
             raise ValueError(f"operation listed twice in {self.ops}")
-        kind = family_of(self.ops)
-        if kind == "listops":
-            if self.modulus is None:
-                raise ValueError("task.modulus is required for listops operations")
-            if self.modulus < 2:
-                raise ValueError(f"modulus must be >= 2, got {self.modulus}")
-        else:
-            if self.degree is None:
-                raise ValueError("task.degree is required for permutation operations")
-            if not 2 <= self.degree <= 6:
-                raise ValueError(f"degree must be between 2 and 6, got {self.degree}")
+        fam = family_of(self.ops)
+        size = getattr(self, fam.parameter)
+        if size is None:
+            raise ValueError(f"task.{fam.parameter} is required for {fam.name} operations")
+        try:
+            fam.check(size)
+        except UserError as e:
+            raise ValueError(str(e)) from None
         if self.max_depth < 1:
             raise ValueError(f"max_depth must be >= 1, got {self.max_depth}")
         if not 1 <= self.min_args <= self.max_args:
@@ -52,16 +47,13 @@ class TaskConfig(Strict):
         return self
 
     @property
-    def kind(self) -> str:
-        return family_of(self.ops)
-
-    @property
     def mixture(self) -> str:
         return "+".join(self.ops)
 
-    def family(self, seed: int = 0):
-        sadd = self.sadd_seed if self.sadd_seed is not None else seed
-        return make_family(self.ops, self.modulus, self.degree, sadd_seed=sadd)
+    def family(self, seed: int = 0) -> Family:
+        """The task's family; `seed` draws any random labelling (SADD's) unless sadd_seed fixes it."""
+        fam = family_of(self.ops)
+        return fam(getattr(self, fam.parameter), self.sadd_seed if self.sadd_seed is not None else seed)
 
     def with_ops(self, ops: list[str]) -> "TaskConfig":
         return self.model_copy(update={"ops": list(ops)})
@@ -90,10 +82,16 @@ class DataConfig(Strict):
         return self
 
 
+def split_ops(text: str) -> list[str]:
+    """'add+max', 'ADD,MAX' -> ['ADD', 'MAX']: the one spelling rule for a list of operations."""
+    return [s.strip().upper() for s in text.replace(",", "+").split("+") if s.strip()]
+
+
 def parse_ops(text: str) -> list[str]:
-    ops = [s.strip().upper() for s in text.replace("+", ",").split(",") if s.strip()]
+    """split_ops, refusing unknown operations and mixed families."""
+    ops = split_ops(text)
     family_of(ops)
     return ops
 
 
-__all__ = ["TaskConfig", "DataConfig", "Strict", "UserError", "validation_message", "parse_ops"]
+__all__ = ["TaskConfig", "DataConfig", "Strict", "UserError", "validation_message", "parse_ops", "split_ops"]
