@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jointtask.analysis.transition import fit_transition
 from jointtask.fileio import atomic_write_json
-from jointtask.sweep.adaptive import adaptive_sweep
+from jointtask.adaptive import adaptive_sweep
 from jointtask.sweep.executors import LocalExecutor
 from jointtask.sweep.experiment import experiment_from_dict
 from jointtask.sweep.results import collect

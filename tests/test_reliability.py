@@ -135,7 +135,7 @@ def test_path_and_resource_errors_are_one_line(tmp_path):
 
 def test_a_failed_train_can_be_retried_and_a_changed_config_is_never_resumed(tmp_path):
     run = tmp_path / "run"
-    one_line_error(run_cli("train", MAX10, "--out", run, "--init-from", tmp_path / "nowhere"), "corrupt checkpoint")
+    one_line_error(run_cli("train", MAX10, "--out", run, "--init-from", tmp_path / "nowhere"), "is not a run directory")
     r = run_cli("train", MAX10, "--out", run, "--quiet", "--set", "train.steps=20")
     assert r.returncode == 2 and "different config" in r.stderr  # the failed attempt had other steps
     r = run_cli("train", MAX10, "--out", run, "--quiet")

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from jointtask.sweep.adaptive import adaptive_sweep
+from jointtask.adaptive import adaptive_sweep
 from jointtask.sweep.executors import LocalExecutor
 from jointtask.sweep.experiment import experiment_from_dict
 from jointtask.sweep.results import collect

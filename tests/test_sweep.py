@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from jointtask.errors import UserError
 from jointtask.sweep.experiment import load_experiment, plan
 from jointtask.sweep.results import collect, status
 
@@ -40,8 +41,9 @@ def test_smoke_sweep_table_and_cli(reference):
     lines = r.stdout.strip().splitlines()
     assert lines[0].startswith("run_id,mixture,target_op,width,seed,params")
     assert len(lines) == 1 + 8  # 2 mixtures x 2 widths x 2 seeds, one target
-    df = pd.read_parquet(reference / "results.parquet")
-    assert len(df) == 8 and df.run_id.is_unique
+    df = collect(reference)
+    assert len(df) == 8 and df.run_id.is_unique and set(df.mixture) == {"MAX", "MAX+MIN"}
+    assert (df.test_scored > 0).all() and (df.budget_steps == df.steps.max()).all()
     s = run_cli("status", reference)
     assert "8 runs: 8 done" in s.stdout
     # a second start trains nothing
@@ -63,8 +65,7 @@ def test_sigkill_part_way_then_resume(tmp_path, reference):
             break
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, all at once
-    proc.wait()
-    assert proc.poll() is not None
+    assert proc.wait(timeout=30) == -signal.SIGKILL
     finished_before = sum((r / "result.json").exists() for r in (out / "runs").glob("*"))
     assert 0 < finished_before < 8
     r = run_cli("sweep", SMOKE, "--out", out, "--workers", "2")
@@ -88,6 +89,35 @@ def test_one_failing_run_is_reported_and_others_finish(tmp_path):
     s = status(out)
     assert s["done"] == 7 and s["failed"] == 1 and s["failures"][0]["run_id"] == bad.run_id
     assert len(collect(out)) == 7
+
+
+def test_run_labels_parse_and_print_back():
+    from jointtask.sweep.experiment import Label
+
+    for text, kind in (("ADD+MAX", "mixture"), ("ADD@9000", "control"), ("MAX+MIN>ADD", "transfer"),
+                       ("ADD+MAX@4500", "control")):
+        label = Label.parse(text)
+        assert str(label) == text and label.kind == kind
+    assert Label.parse("max>add").ops == ("ADD",) and Label.parse("max>add").pretrain == ("MAX",)
+    with pytest.raises(UserError, match="malformed run label"):
+        Label.parse("ADD@many")
+
+
+def test_planned_runs_carry_their_kind_and_pretraining():
+    from jointtask.sweep.experiment import experiment_from_dict
+
+    base = {"task": {"modulus": 5, "max_depth": 1}, "train": {"steps": 10}}
+    exp = experiment_from_dict({"name": "k", "base": base, "sweep": {
+        "mixtures": ["ADD", "ADD+MAX"], "widths": [8], "seeds": 1, "budget": "exposure",
+        "transfer": {"pretrain": "MAX", "pretrain_steps": 5}}})
+    runs = {r.mixture: r for r in plan(exp)}
+    assert {m: r.kind for m, r in runs.items()} == {
+        "ADD": "mixture", "ADD+MAX": "mixture", "ADD@20": "control", "MAX>ADD": "transfer", "MAX>ADD+MAX": "transfer",
+        "ADD@15": "control", "ADD+MAX@25": "control", "MAX@20": "control"}
+    t = runs["MAX>ADD"]
+    assert t.pretrain is not None and t.pretrain.config.task.ops == ["MAX"] and t.pretrain.config.train.steps == 5
+    assert t.config.train.steps == 10 and runs["ADD@15"].config.train.steps == 15
+    assert runs["ADD@20"].config.task.ops == ["ADD"] and runs["ADD@20"].config.train.steps == 20
 
 
 def test_bad_experiment_fails_cleanly(tmp_path):

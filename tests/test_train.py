@@ -4,6 +4,7 @@ import pytest
 
 from jointtask.train.config import load_config
 from jointtask.train.loop import train_run
+from jointtask.train.run_dir import read_result
 from jointtask.fileio import read_jsonl
 
 from .conftest import ROOT, run_cli
@@ -15,12 +16,12 @@ MAX10 = ROOT / "configs" / "max-mod10.toml"
 def test_max_mod10_learns(tmp_path):
     r = run_cli("train", MAX10, "--out", tmp_path / "run", "--quiet")
     assert r.returncode == 0, r.stderr
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert result["accuracy"]["MAX"] >= 0.9
-    assert result["stop_reason"] == "ceiling" and result["steps"] < 600  # early stopping at the ceiling
-    assert json.loads(r.stdout)["accuracy"] == result["accuracy"]
-    for key in ("params", "params_non_embedding", "width", "ops", "steps", "tokens_seen", "train_seconds"):
-        assert key in result
+    result = read_result(tmp_path / "run")  # a valid RunResult
+    assert result is not None and result.run_id == load_config(MAX10).run_id()
+    assert result.accuracy["MAX"] >= 0.9
+    assert result.stop_reason == "ceiling" and result.steps < 600  # early stopping at the ceiling
+    assert json.loads(r.stdout)["accuracy"] == result.accuracy
+    assert result.params > result.params_non_embedding > 0 and result.ops == ["MAX"]
     assert (tmp_path / "run" / "config.toml").exists() and (tmp_path / "run" / "checkpoint.pt").exists()
 
 
@@ -35,7 +36,7 @@ def test_resume_continues_exactly(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
     assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "part" / "metrics.jsonl"))
     for key in ("accuracy", "accuracy_train", "final_loss", "tokens_seen", "steps"):
-        assert full[key] == resumed[key]
+        assert getattr(full, key) == getattr(resumed, key)
 
 
 def _assert_clean_error(r, needle):
@@ -99,5 +100,6 @@ def test_windowed_baseline_recipe_runs(tmp_path):
     cfg = load_config(MAX10, ["train.packing='windows'", "train.loss_on='all'", "train.batch_size=8", "train.steps=20",
                              "train.eval_every=10", "train.early_stop=false"])
     result = train_run(cfg, tmp_path / "w", quiet=True)
-    assert result["steps"] == 20 and result["tokens_seen"] == 20 * 8 * 128
-    assert 0.0 <= result["accuracy"]["MAX"] <= 1.0
+    assert result.steps == 20 and result.tokens_seen == 20 * 8 * 128
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "w" / "metrics.jsonl")]
+    assert len(losses) == 2 and losses[1] < losses[0] < 4.0  # it learns the token statistics from the windows

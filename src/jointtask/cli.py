@@ -66,7 +66,7 @@ def train(
     if result is None:
         typer.echo(f"stopped after step {stop_after}; continue with --resume", err=True)
     else:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(result.model_dump_json(indent=2))
 
 
 @app.command()
@@ -94,7 +94,7 @@ def sweep(
     executor = make_executor(backend, workers, address)
     progress = SweepProgress(getattr(executor, "workers", None) or 1)
     if adaptive:
-        from .sweep.adaptive import adaptive_sweep
+        from .adaptive import adaptive_sweep
 
         summary = adaptive_sweep(exp, out, executor, progress, replan=replan)
     else:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..sweep.experiment import Label
 from ..sweep.results import collect, load_plan
 from ..tasks.dataset import build_task_data
 from ..train.config import load_config
-from ..train.loop import CHECKPOINT, build_model, load_checkpoint
+from ..train.loop import build_model, load_checkpoint
+from ..train.run_dir import CHECKPOINT, CONFIG
 from .ablation import ablation_table
 from .embeddings import embedding_structure, number_embeddings
 from .transition import DesignError, fit_transition, joint_benefit
@@ -45,9 +47,9 @@ def transitions(df: pd.DataFrame, n_boot: int = 1000) -> tuple[pd.DataFrame, dic
 
 
 def trained_ops(mixture: str) -> list[str]:
-    """The ops a mixture's runs finish training on ('A>B': pretrained on A, then B; 'B@n':
+    """The ops a run label's runs finish training on ('A>B': pretrained on A, then B; 'B@n':
     B from scratch for n steps)."""
-    return mixture.split(">")[-1].split("@")[0].split("+")
+    return list(Label.parse(mixture).ops)
 
 
 ISOMORPHIC = [("ADD", "SADD")]  # alone, the two are the same group with relabelled values: an A/A pair
@@ -60,8 +62,9 @@ def comparisons(mixtures: list[str], budgets: dict[str, int]) -> list[tuple[str,
     and isomorphic single ops against each other (A/A checks)."""
     out = []
     for m in mixtures:
-        ops = trained_ops(m)
-        if len(ops) < 2 or "@" in m:
+        label = Label.parse(m)
+        ops = list(label.ops)
+        if len(ops) < 2 or label.kind != "mixture":
             continue
         for op in ops:
             if op in mixtures:
@@ -94,7 +97,7 @@ def budgets_of(df: pd.DataFrame) -> dict[str, int]:
 
 
 def load_run(run_dir: Path):
-    cfg = load_config(run_dir / "config.toml")
+    cfg = load_config(run_dir / CONFIG)
     data = build_task_data(cfg.task, cfg.data, cfg.seed)
     model = build_model(cfg, len(data.vocab))
     model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
@@ -152,11 +155,12 @@ def ablations_for(out: Path, reps: dict) -> pd.DataFrame:
 
 def transfer_curves(df: pd.DataFrame) -> pd.DataFrame:
     """Accuracy against width for transferred runs ('A>B') beside B from scratch."""
-    tr = df[df.mixture.str.contains(">")]
-    if tr.empty:
-        return tr
-    scratch = {m.split(">")[1] for m in tr.mixture}
-    both = df[df.mixture.map(lambda m: m in set(tr.mixture) or m.split("@")[0] in scratch)]
+    labels = {m: Label.parse(m) for m in df.mixture.unique()}
+    transferred = {m for m, lab in labels.items() if lab.kind == "transfer"}
+    if not transferred:
+        return df.iloc[:0]
+    scratch = {labels[m].ops for m in transferred}
+    both = df[df.mixture.map(lambda m: m in transferred or labels[m].pretrain is None and labels[m].ops in scratch)]
     return both.groupby(["mixture", "target_op", "width"], as_index=False).agg(
         accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), n=("accuracy", "size"))
 

@@ -2,8 +2,8 @@
 
 from .executors import LocalExecutor, RayExecutor, make_executor
 from .experiment import Experiment, PlannedRun, load_experiment, plan
-from .results import collect, status, write_results
+from .results import collect, status
 from .runner import run_sweep
 
 __all__ = ["LocalExecutor", "RayExecutor", "make_executor", "Experiment", "PlannedRun", "load_experiment", "plan",
-           "collect", "status", "write_results", "run_sweep"]
+           "collect", "status", "run_sweep"]

@@ -92,7 +92,7 @@ def _ray_execute(run: dict, runs_dir: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    return execute_run(run, runs_dir)
+    return execute_run(run, runs_dir, ship_files=True)  # the driver may not share this disk
 
 
 def make_executor(backend: str, workers: int | None = None, address: str | None = None):

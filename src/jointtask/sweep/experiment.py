@@ -18,6 +18,7 @@ train = { steps = 200 }
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -27,7 +28,40 @@ from pydantic import BaseModel, ValidationError, field_validator, model_validato
 from ..errors import UserError
 from ..schema import Strict, validation_message
 from ..tasks.families import family_of
+from ..tasks.spec import split_ops
 from ..train.config import RunConfig, apply_override, config_from_dict
+from ..train.run_dir import transfer_run_id
+
+Kind = Literal["mixture", "control", "transfer"]
+
+
+@dataclass(frozen=True)
+class Label:
+    """How a planned run is named in plan.json and in the `mixture` column of results tables:
+    'ADD+MAX' a mixture of the sweep; 'ADD@9000' trained for another step budget (a control);
+    'MAX>ADD' pretrained on MAX, then trained on ADD (transfer). The one parser of these names."""
+
+    ops: tuple[str, ...]
+    steps: Optional[int] = None
+    pretrain: Optional[tuple[str, ...]] = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Label":
+        pre, _, rest = text.rpartition(">")
+        mixture, _, steps = rest.partition("@")
+        try:
+            return cls(tuple(split_ops(mixture)), int(steps) if steps else None,
+                       tuple(split_ops(pre)) if pre else None)
+        except ValueError:
+            raise UserError(f"malformed run label {text!r} (e.g. 'ADD+MAX', 'ADD@9000', 'MAX>ADD')") from None
+
+    def __str__(self) -> str:
+        s = "+".join(self.ops) + (f"@{self.steps}" if self.steps is not None else "")
+        return f"{'+'.join(self.pretrain)}>{s}" if self.pretrain else s
+
+    @property
+    def kind(self) -> Kind:
+        return "transfer" if self.pretrain else "control" if self.steps is not None else "mixture"
 
 
 def _no_duplicates(name: str, values: list) -> list:
@@ -71,7 +105,7 @@ class SweepSpec(Strict):
             raise ValueError("sweep.mixtures is empty")
         out = []
         for m in v:
-            ops = [s.strip().upper() for s in m.replace(",", "+").split("+") if s.strip()]
+            ops = split_ops(m)
             family_of(ops)
             out.append("+".join(ops))
         _no_duplicates("sweep.mixtures", out)
@@ -122,7 +156,8 @@ class Experiment(BaseModel):
 
 class PlannedRun(BaseModel):
     run_id: str
-    mixture: str
+    mixture: str  # its Label
+    kind: Kind
     width: int
     seed: int
     targets: list[str]
@@ -175,7 +210,7 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
     runs = []
     s = exp.sweep
     for mixture in s.mixtures:
-        ops = mixture.split("+")
+        ops = split_ops(mixture)
         targets = s.targets or ops
         for width in (widths or s.width_list()):
             for seed in s.seed_list():
@@ -183,29 +218,28 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
                 if s.budget == "exposure":
                     steps = len(ops) * _run_config(exp, ops, width, seed, targets).train.steps
                 cfg = _run_config(exp, ops, width, seed, targets, steps=steps)
-                runs.append(PlannedRun(run_id=cfg.run_id(), mixture=mixture, width=width, seed=seed,
+                runs.append(PlannedRun(run_id=cfg.run_id(), mixture=mixture, kind="mixture", width=width, seed=seed,
                                        targets=targets, config=cfg))
                 if steps is not None and len(ops) > 1:  # the control: each target alone for the same steps
                     for t in targets:
                         if t in ops:
                             ccfg = _run_config(exp, [t], width, seed, [t], steps=steps)
-                            runs.append(PlannedRun(run_id=ccfg.run_id(), mixture=f"{t}@{steps}", width=width,
-                                                   seed=seed, targets=[t], config=ccfg))
+                            runs.append(PlannedRun(run_id=ccfg.run_id(), mixture=str(Label((t,), steps)),
+                                                   kind="control", width=width, seed=seed, targets=[t], config=ccfg))
                 if s.transfer:  # the same run started from a model pretrained on another mixture
-                    pops = s.transfer.pretrain.replace(",", "+").split("+")
+                    pops = split_ops(s.transfer.pretrain)
                     pcfg = _run_config(exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps,
                                        early_stop=False)
-                    pre = PlannedRun(run_id=pcfg.run_id(), mixture="+".join(pops), width=width, seed=seed,
-                                     targets=targets, config=pcfg)
-                    # named by the hashes of its own config and of its pretraining run
-                    runs.append(PlannedRun(run_id=f"{cfg.run_id()[:8]}{pre.run_id[:8]}",
-                                           mixture=f"{pre.mixture}>{mixture}", width=width, seed=seed,
-                                           targets=targets, config=cfg, pretrain=pre))
+                    pre = PlannedRun(run_id=pcfg.run_id(), mixture="+".join(pops), kind="mixture", width=width,
+                                     seed=seed, targets=targets, config=pcfg)
+                    runs.append(PlannedRun(run_id=transfer_run_id(cfg.run_id(), pre.run_id),
+                                           mixture=str(Label(tuple(ops), pretrain=tuple(pops))), kind="transfer",
+                                           width=width, seed=seed, targets=targets, config=cfg, pretrain=pre))
                     # and from scratch with the pretraining steps added: the same total compute
                     total = s.transfer.pretrain_steps + cfg.train.steps
                     lcfg = _run_config(exp, ops, width, seed, targets, steps=total)
-                    runs.append(PlannedRun(run_id=lcfg.run_id(), mixture=f"{mixture}@{total}", width=width,
-                                           seed=seed, targets=targets, config=lcfg))
+                    runs.append(PlannedRun(run_id=lcfg.run_id(), mixture=str(Label(tuple(ops), total)), kind="control",
+                                           width=width, seed=seed, targets=targets, config=lcfg))
     unique = {}  # a control shared by mixtures of the same size is planned once
     for r in runs:
         unique.setdefault(r.run_id, r)

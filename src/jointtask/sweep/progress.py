@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from .runner import run_progress, run_state
+from ..train import run_dir
 
 
 class SweepProgress:
@@ -20,7 +20,7 @@ class SweepProgress:
     def start(self, runs, runs_dir: Path):
         self.runs_dir = runs_dir
         self.total = len(runs)
-        self.todo = {r.run_id: r for r in runs if run_state(runs_dir / r.run_id) != "done"}
+        self.todo = {r.run_id: r for r in runs if run_dir.state(runs_dir / r.run_id) != "done"}
         self.finished = self.total - len(self.todo)
         self.failed = 0
         self.t0 = time.time()
@@ -50,7 +50,7 @@ class SweepProgress:
             t.add_column(col)
         shown = 0
         for rid, r in self.todo.items():
-            step = run_progress(self.runs_dir / rid)
+            step = run_dir.progress(self.runs_dir / rid)
             if step and shown < 8:
                 t.add_row(rid, r.mixture, str(r.width), str(r.seed), f"{step}/{r.config.train.steps}")
                 shown += 1

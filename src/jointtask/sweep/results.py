@@ -1,14 +1,16 @@
-"""The results table: one row per finished run and target operation (Parquet and CSV)."""
+"""The results table, one row per finished run and target operation, read from the run
+directories of the current plan; and the state of a sweep."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
 
-from ..fileio import atomic_write_bytes
-from .runner import load_plan, read_result, run_progress, run_state
+from ..train import run_dir
+from .runner import load_plan
 
 COLUMNS = ["run_id", "mixture", "target_op", "width", "seed", "params", "params_non_embedding", "accuracy",
            "accuracy_validation", "accuracy_train", "test_scored", "test_exist", "budget_steps", "steps", "tokens_seen",
@@ -19,38 +21,24 @@ def collect(out: str | Path) -> pd.DataFrame:
     out = Path(out)
     rows = []
     for p in load_plan(out):
-        r = read_result(out / "runs" / p["run_id"])
+        r = run_dir.read_result(out / "runs" / p["run_id"])
         if r is None:  # not finished, or an unreadable record (the next sweep recomputes it)
             continue
         for op in p["targets"]:
-            if op not in r["accuracy"]:
+            if op not in r.accuracy:
                 continue
             rows.append({"run_id": p["run_id"], "mixture": p["mixture"], "target_op": op, "width": p["width"],
-                         "seed": p["seed"], "params": r["params"], "params_non_embedding": r["params_non_embedding"],
-                         "accuracy": r["accuracy"][op], "accuracy_validation": r["accuracy_validation"].get(op),
-                         "accuracy_train": r["accuracy_train"].get(op),
-                         "test_scored": r["test_expressions"][op]["scored"],
-                         "test_exist": r["test_expressions"][op]["exist"],
-                         "budget_steps": p["steps"], "steps": r["steps"], "tokens_seen": r["tokens_seen"], "train_seconds": r["train_seconds"],
-                         "stop_reason": r.get("stop_reason")})
+                         "seed": p["seed"], "params": r.params, "params_non_embedding": r.params_non_embedding,
+                         "accuracy": r.accuracy[op], "accuracy_validation": r.accuracy_validation.get(op),
+                         "accuracy_train": r.accuracy_train.get(op), "test_scored": r.test_expressions[op].scored,
+                         "test_exist": r.test_expressions[op].exist, "budget_steps": p["steps"], "steps": r.steps,
+                         "tokens_seen": r.tokens_seen, "train_seconds": r.train_seconds, "stop_reason": r.stop_reason})
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["mixture", "target_op", "width", "seed"], kind="stable").reset_index(drop=True)
 
 
-def write_results(out: str | Path) -> pd.DataFrame:
-    df = collect(out)
-    import io
-
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    atomic_write_bytes(Path(out) / "results.parquet", buf.getvalue())
-    return df
-
-
 def status(out: str | Path) -> dict:
     """done / running / failed / pending counts, plus the runs in progress."""
-    import os
-
     out = Path(out)
     plan = load_plan(out)
     driver_alive = False
@@ -66,15 +54,11 @@ def status(out: str | Path) -> dict:
     active, failures = [], []
     for p in plan:
         rd = out / "runs" / p["run_id"]
-        s = run_state(rd)
+        s = run_dir.state(rd)
         if s == "started":
             s = "running" if driver_alive else "interrupted"
-            active.append({**p, "step": run_progress(rd), "state": s})
+            active.append({**p, "step": run_dir.progress(rd), "state": s})
         if s == "failed":
-            try:
-                err = json.loads((rd / "error.json").read_text())["error"]
-            except (OSError, ValueError, KeyError, TypeError):
-                err = "(unreadable error.json)"
-            failures.append({"run_id": p["run_id"], "error": err})
+            failures.append({"run_id": p["run_id"], "error": run_dir.read_failure(rd)})
         counts[s] += 1
     return {"total": len(plan), **counts, "driver_running": driver_alive, "active": active, "failures": failures}

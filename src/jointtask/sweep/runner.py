@@ -1,35 +1,31 @@
 """Runs a planned sweep through an executor, resumably.
 
 On disk (OUT/):
-  experiment.json   the resolved experiment          plan.json   every run: id, mixture, width, seed
-  runs/<run_id>/    one run directory each (config.toml, checkpoint.pt, metrics.jsonl, result.json)
-  runs/<run_id>/error.json   the last failure of that run, if any
-  results.parquet   one row per finished run and target operation
+  experiment.json   the resolved experiment          plan.json   every run: id, label, kind, width, seed
+  runs/<run_id>/    one run directory each (train/run_dir.py)
   driver.json       pid of the sweep driver while it runs
   sweep_log.jsonl   one line per invocation: when, wall seconds, runs trained, workers, processor
 
-A run is finished when its result.json exists (written last, atomically). Re-running the same
-sweep skips finished runs and resumes the others from their checkpoints. Each run is trained
-under an exclusive lock on its directory, so two processes never train the same run.
+A run is finished when its result.json is a valid record. Re-running the same sweep skips
+finished runs and resumes the others from their checkpoints. Each run is trained under an
+exclusive lock on its directory, so two processes never train the same run.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
 import time
-import traceback
-from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import append_line, atomic_write_bytes, atomic_write_json, read_jsonl
-from ..train.loop import CHECKPOINT, METRICS, RESULT, train_run
-from .experiment import Experiment, PlannedRun, plan
+from ..fileio import append_line, atomic_write_bytes, atomic_write_json
+from ..train import run_dir
+from ..train.loop import train_run
+from ..train.run_dir import CHECKPOINT, CONFIG, ERROR, LOCK, METRICS, RunResult, locked
+from .experiment import Experiment, Label, PlannedRun, plan
 
-ERROR = "error.json"
 SWEEP_LOG = "sweep_log.jsonl"
 
 
@@ -46,20 +42,6 @@ def processor() -> str:
     return platform.processor() or platform.machine()
 
 
-@contextmanager
-def locked(path: Path, blocking: bool = True):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise UserError(f"{path.parent} is in use by another process") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def die_with_parent() -> None:
     """Worker initializer: on Linux, a worker is killed when the driver dies, so a killed
     sweep leaves no orphan training a run that the next start would train again."""
@@ -74,72 +56,39 @@ def die_with_parent() -> None:
     torch.set_num_threads(1)
 
 
-def execute_run(run: dict, runs_dir: str) -> dict:
+def execute_run(run: dict, runs_dir: str, ship_files: bool = False) -> dict:
     """Train one planned run (and its pretraining run first, for transfer). Runs in a worker:
-    takes and returns plain data. Returns the result and the run's files, so that a driver on
-    another machine (Ray) can store them."""
+    takes and returns plain data, the RunResult's fields; with `ship_files` also the run's files,
+    for a driver that does not share this machine's disk (Ray)."""
     planned = PlannedRun.model_validate(run)
-    runs_dir = Path(runs_dir)
+    runs = Path(runs_dir)
     init_from = None
     if planned.pretrain is not None:
-        pre_dir = runs_dir / planned.pretrain.run_id
-        with locked(pre_dir / ".lock"):
-            train_run(planned.pretrain.config, pre_dir, resume=True, quiet=True)
-        init_from = pre_dir
-    out = runs_dir / planned.run_id
-    with locked(out / ".lock"):
+        init_from = runs / planned.pretrain.run_id
+        with locked(init_from / LOCK):
+            train_run(planned.pretrain.config, init_from, resume=True, quiet=True)
+    out = runs / planned.run_id
+    with locked(out / LOCK):
         result = train_run(planned.config, out, resume=True, quiet=True, init_from=init_from)
-    result = {**result, "run_id": planned.run_id, "mixture": planned.mixture}
-    files = {name: (out / name).read_bytes() for name in ("config.toml", METRICS, CHECKPOINT) if (out / name).exists()}
-    return {"result": result, "files": files}
+    assert result is not None and result.run_id == planned.run_id, "the planner and the trainer name runs alike"
+    files = {n: (out / n).read_bytes() for n in (CONFIG, METRICS, CHECKPOINT) if (out / n).exists()} if ship_files else {}
+    return {"result": result.model_dump(mode="json"), "files": files}
 
 
 def store_run(runs_dir: Path, outcome: dict) -> None:
-    """Write what a worker returned, unless the run directory already holds it (shared disk)."""
-    out = runs_dir / outcome["result"]["run_id"]
-    if read_result(out) is not None:
+    """Write what a worker shipped, unless the run directory holds it already (a shared disk)."""
+    result = RunResult.model_validate(outcome["result"])
+    out = runs_dir / result.run_id
+    if run_dir.read_result(out) is not None:
         return
     for name, data in outcome["files"].items():
         atomic_write_bytes(out / name, data)
-    atomic_write_json(out / RESULT, outcome["result"])  # last: marks the run finished
-
-
-def read_result(run_dir: Path) -> dict | None:
-    """The run's result.json when it is a valid record, else None."""
-    try:
-        r = json.loads((run_dir / RESULT).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(r, dict) or not isinstance(r.get("accuracy"), dict) or not isinstance(r.get("params"), int):
-        return None
-    return r
-
-
-def quarantine(run_dir: Path, name: str) -> None:
-    """Move an unreadable record aside (kept for inspection), so that the run is recomputed."""
-    f = run_dir / name
-    if f.exists():
-        os.replace(f, run_dir / f"{name}.corrupt-{int(time.time())}")
-
-
-def run_state(run_dir: Path) -> str:
-    if (run_dir / RESULT).exists():
-        return "done" if read_result(run_dir) is not None else "corrupt"
-    if (run_dir / ERROR).exists():
-        return "failed"
-    if (run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists():
-        return "started"
-    return "pending"
-
-
-def run_progress(run_dir: Path) -> int:
-    rows = read_jsonl(run_dir / METRICS)
-    return rows[-1].get("step", 0) if rows else 0
+    run_dir.write_result(out, result)
 
 
 def plan_rows(runs: list[PlannedRun]) -> list[dict]:
-    return [{"run_id": r.run_id, "mixture": r.mixture, "width": r.width, "seed": r.seed, "targets": r.targets,
-             "steps": r.config.train.steps} for r in runs]
+    return [{"run_id": r.run_id, "mixture": r.mixture, "kind": r.kind, "width": r.width, "seed": r.seed,
+             "targets": r.targets, "steps": r.config.train.steps} for r in runs]
 
 
 def write_plan(out: Path, exp: Experiment, runs: list[PlannedRun], replan: bool = False) -> None:
@@ -185,14 +134,9 @@ def load_plan(out: Path) -> list[dict]:
     keys = {"run_id", "mixture", "width", "seed", "targets", "steps"}
     if not isinstance(rows, list) or not all(isinstance(r, dict) and keys <= r.keys() for r in rows):
         raise UserError(f"plan.json in {str(out)!r} is not a list of planned runs; move it aside or use another --out")
+    for r in rows:  # plans written before runs carried their kind
+        r.setdefault("kind", Label.parse(r["mixture"]).kind)
     return rows
-
-
-def record_failure(run_dir: Path, exc: BaseException) -> str:
-    msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-    atomic_write_json(run_dir / ERROR, {"error": msg, "traceback": "".join(traceback.format_exception(exc))[-4000:],
-                                        "time": time.time()})
-    return msg
 
 
 def run_sweep(exp: Experiment, out: str | Path, executor, progress=None, widths_plan=None, replan: bool = False) -> dict:
@@ -206,10 +150,10 @@ def run_sweep(exp: Experiment, out: str | Path, executor, progress=None, widths_
         write_plan(out, exp, runs, replan)
         started = time.time()
         atomic_write_json(out / "driver.json", {"pid": os.getpid(), "started": started})
-        todo = [r for r in runs if run_state(runs_dir / r.run_id) != "done"]
+        todo = [r for r in runs if run_dir.state(runs_dir / r.run_id) != "done"]
         for r in todo:  # a new attempt clears the last failure; an unreadable result is set aside
             (runs_dir / r.run_id / ERROR).unlink(missing_ok=True)
-            quarantine(runs_dir / r.run_id, RESULT)
+            run_dir.quarantine(runs_dir / r.run_id)
         summary = {"done": 0, "failed": 0, "skipped": len(runs) - len(todo), "failures": []}
         if progress:
             progress.start(runs, runs_dir)
@@ -219,7 +163,7 @@ def run_sweep(exp: Experiment, out: str | Path, executor, progress=None, widths_
                 summary["done"] += 1
             else:
                 summary["failed"] += 1
-                summary["failures"].append((run.run_id, record_failure(runs_dir / run.run_id, exc)))
+                summary["failures"].append((run.run_id, run_dir.record_failure(runs_dir / run.run_id, exc)))
             if progress:
                 progress.update(run, exc)
         if progress:
@@ -229,7 +173,4 @@ def run_sweep(exp: Experiment, out: str | Path, executor, progress=None, widths_
                                                  "trained": summary["done"], "failed": summary["failed"],
                                                  "workers": getattr(executor, "workers", None),
                                                  "processor": processor()}))
-    from .results import write_results
-
-    write_results(out)
     return summary

@@ -7,7 +7,6 @@ import bisect
 import io
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -18,16 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..fileio import append_line, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+from ..fileio import append_line, atomic_write_bytes, atomic_write_text, read_jsonl
 from ..model import LoopedTransformer, Packing
 from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
-from .config import RunConfig
+from .config import RunConfig, load_config
 from .evaluate import accuracy
-
-CHECKPOINT = "checkpoint.pt"
-RESULT = "result.json"
-METRICS = "metrics.jsonl"
-CONFIG = "config.toml"
+from .run_dir import CHECKPOINT, CONFIG, LOCK, METRICS, RunResult, quarantine, read_result, transfer_run_id, write_result
 
 
 def lr_at(step: int, cfg) -> float:
@@ -222,38 +217,39 @@ class Progress:
 
 
 def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after: int | None = None,
-              quiet: bool = False, init_from: str | Path | None = None) -> dict | None:
-    """Train one run into `out`. Returns the result dict, or None when stopped by `stop_after`
-    (a checkpoint is left to resume from). `init_from` starts from another run's weights
-    (transfer, SPEC section 6) with a fresh optimiser."""
+              quiet: bool = False, init_from: str | Path | None = None) -> RunResult | None:
+    """Train one run into the run directory `out` (train/run_dir.py). Returns its RunResult, or
+    None when stopped by `stop_after` (a checkpoint is left to resume from). `init_from` starts
+    from another run's weights (transfer, SPEC section 6) with a fresh optimiser."""
     out = Path(out)
     torch.set_num_threads(cfg.train.threads)
     device = torch.device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("train.device is cuda but no CUDA device is available")
-    ck_path, res_path, met_path = out / CHECKPOINT, out / RESULT, out / METRICS
+    ck_path, met_path = out / CHECKPOINT, out / METRICS
     if out.exists() and not out.is_dir():
         raise UserError(f"run directory {str(out)!r} is a file")
     if (out / CONFIG).exists():  # before anything is read back: a changed config is never resumed
-        from .config import load_config
-
         saved = load_config(out / CONFIG)
         if saved.run_id() != cfg.run_id():
             raise UserError(f"run directory {str(out)!r} holds a different config; use another --out")
-    leftover = {p.name for p in out.iterdir()} - {CONFIG, ".lock"} if out.exists() else set()
+    leftover = {p.name for p in out.iterdir()} - {CONFIG, LOCK} if out.exists() else set()
     if leftover and not resume:
         raise UserError(f"run directory {str(out)!r} is not empty; pass --resume to continue it")
-    if resume and res_path.exists():
-        try:
-            return json.loads(res_path.read_text())
-        except ValueError:
-            os.replace(res_path, out / f"{RESULT}.corrupt")  # recompute it from the checkpoint
+    if resume:
+        done = read_result(out)
+        if done is not None:
+            return done
+        quarantine(out)  # an unreadable record is set aside and recomputed from the checkpoint
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / CONFIG, cfg.to_toml())
 
     data = build_task_data(cfg.task, cfg.data, cfg.seed)
     model = build_model(cfg, len(data.vocab)).to(device)
+    run_id, init_id = cfg.run_id(), None
     if init_from is not None:
+        init_id = _run_id_of(Path(init_from))
+        run_id = transfer_run_id(run_id, init_id)
         src = load_checkpoint(Path(init_from) / CHECKPOINT)
         try:
             model.load_state_dict(src["model"])
@@ -336,15 +332,23 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     # the test sets are read once, by the final model, and nothing is decided from them
     test = evaluate(model, data.test_sets, data, device)
     trained = evaluate(model, data.trained_sets, data, device)
-    result = {
-        "run_id": cfg.run_id(), "mixture": cfg.task.mixture, "ops": list(cfg.task.ops), "seed": cfg.seed,
-        "width": cfg.model.width, "heads": cfg.model.heads, "recurrence": cfg.model.recurrence,
-        "blocks": cfg.model.blocks, **counts, "steps": state["step"], "tokens_seen": state["tokens_seen"],
-        "train_seconds": state["train_seconds"], "stop_reason": state["stop_reason"] or "budget",
-        "final_loss": final["loss"], "accuracy": test, "accuracy_validation": final["accuracy_validation"],
-        "accuracy_train": trained,
-        "test_expressions": {k: {"scored": len(data.test_sets[k]), "exist": data.test_space.get(k)} for k in test},
-        "modulus": cfg.task.modulus, "degree": cfg.task.degree, "device": str(device),
-    }
-    atomic_write_json(res_path, result)
+    result = RunResult(
+        run_id=run_id, mixture=cfg.task.mixture, ops=list(cfg.task.ops), seed=cfg.seed, init_from=init_id,
+        width=cfg.model.width, heads=cfg.model.heads, recurrence=cfg.model.recurrence, blocks=cfg.model.blocks,
+        **counts, steps=state["step"], tokens_seen=state["tokens_seen"], train_seconds=state["train_seconds"],
+        stop_reason=state["stop_reason"] or "budget", final_loss=final["loss"], accuracy=test,
+        accuracy_validation=final["accuracy_validation"], accuracy_train=trained,
+        test_expressions={k: {"scored": len(data.test_sets[k]), "exist": data.test_space.get(k)} for k in test},
+        modulus=cfg.task.modulus, degree=cfg.task.degree, device=str(device))
+    write_result(out, result)
     return result
+
+
+def _run_id_of(run_dir: Path) -> str:
+    """The id of a trained run directory: from its record, else from its config."""
+    done = read_result(run_dir)
+    if done is not None:
+        return done.run_id
+    if not (run_dir / CONFIG).exists():
+        raise UserError(f"--init-from {str(run_dir)!r} is not a run directory (no {CONFIG})")
+    return load_config(run_dir / CONFIG).run_id()

@@ -1,4 +1,4 @@
-"""Adaptive width search: locate each transition with fewer runs than a full log grid.
+"""Adaptive width search (a sweep steered by the analysis, so it sits above both): locate each transition with fewer runs than a full log grid.
 
 Round 0 trains three widths per mixture (the smallest, the geometric middle and the largest of
 the experiment's width range). Each later round fits the transition of the mixture's first
@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model import count_params
-from ..tasks.dataset import context_length
-from ..tasks.families import Vocab
-from .experiment import Experiment, plan
-from .results import collect
-from .runner import run_sweep
+from .analysis.transition import DesignError, fit_transition
+from .model import count_params
+from .sweep.experiment import Experiment, plan
+from .sweep.results import collect
+from .sweep.runner import run_sweep
+from .tasks.dataset import context_length
+from .tasks.families import Vocab
+from .tasks.spec import split_ops
 
 
 def width_for_params(p: float, cfg, heads: int) -> int:
@@ -35,8 +37,6 @@ def width_for_params(p: float, cfg, heads: int) -> int:
 
 def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, rounds: int = 1,
                    replan: bool = False) -> dict:
-    from ..analysis.transition import DesignError, fit_transition  # analysis sits right of sweep; imported lazily
-
     out = Path(out)
     grid = exp.sweep.width_list()
     coarse = sorted({grid[0], int(round(np.sqrt(grid[0] * grid[-1]))), grid[-1]})
@@ -58,7 +58,7 @@ def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, ro
         df = collect(out)
         added = {}
         for mixture in exp.sweep.mixtures:
-            target = (exp.sweep.targets or mixture.split("+"))[0]
+            target = (exp.sweep.targets or split_ops(mixture))[0]
             g = df[(df.mixture == mixture) & (df.target_op == target)]
             if g.width.nunique() < 3:
                 continue
@@ -66,7 +66,7 @@ def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, ro
                 t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=0)
             except DesignError:  # fewer than 3 seeds: the grid stays as it is
                 continue
-            if t.pstar.censored != "none":
+            if t.pstar.censored != "none" or t.pstar.value is None:
                 continue
             cfg = plan(exp, [grid[0]])[0].config
             w = width_for_params(t.pstar.value, cfg, cfg.model.heads)
