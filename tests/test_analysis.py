@@ -177,7 +177,7 @@ def test_ratios_cli_from_a_results_table(tmp_path):
 
 
 def test_isomorphic_single_ops_are_an_a_a_check_and_equal_steps_controls_are_compared():
-    from jointtask.analysis.sweep_analysis import comparisons
+    from jointtask.analysis.tables import comparisons
 
     c = comparisons(["ADD", "SADD", "ADD+MAX+MED", "ADD@9000"], {"ADD+MAX+MED": 9000, "ADD": 3000})
     assert ("joint", "ADD", "ADD", "ADD+MAX+MED") in c

@@ -29,8 +29,8 @@ def tiny_sweep(tmp_path_factory):
 
 
 def test_report_has_every_figure_and_table(tiny_sweep):
-    index, claims = write_report(tiny_sweep, n_boot=30, n_perm=49)
-    assert claims == []
+    index, analysis = write_report(tiny_sweep, n_boot=30, n_perm=49)
+    assert analysis.claims.empty and not (tiny_sweep / "report" / "claims.csv").exists()
     rep = tiny_sweep / "report"
     html = index.read_text()
     for name in ("accuracy_MAX.png", "embedding_pca.png", "embedding_similarity.png", "ablation.png"):

@@ -196,8 +196,8 @@ def ratios(
 ):
     """Transitions and joint-benefit ratios from a results table alone (no run directories
     needed); prints both tables as CSV."""
-    from .analysis.sweep_analysis import budgets_of, transitions
-    from .analysis.sweep_analysis import ratios as ratio_table
+    from .analysis.tables import budgets_of, transitions
+    from .analysis.tables import ratios as ratio_table
 
     df = _read_table(results, {"mixture", "target_op", "params", "accuracy", "seed", "width"})
     trans, fits = transitions(df, n_boot=n_boot)

@@ -32,7 +32,7 @@ def reproduce(name: str, out: str | Path, workers: int | None = None, backend: s
     t0 = time.time()
     executor = make_executor(backend, workers, address)
     summary = run_sweep(exp, out, executor, SweepProgress(getattr(executor, "workers", 1) or 1))
-    page, claims = write_report(out, claims_source=name)
+    page, analysis = write_report(out, claims_source=name)
     # what the reproduction took on this machine: every sweep invocation into OUT, and this analysis
     log = read_jsonl(out / SWEEP_LOG)
     sweep_seconds = sum(r["seconds"] for r in log)
@@ -40,4 +40,5 @@ def reproduce(name: str, out: str | Path, workers: int | None = None, backend: s
             "sweep_invocations": len(log), "workers": log[-1]["workers"], "processor": log[-1]["processor"]}
     took["total_seconds"] = took["sweep_seconds"] + took["analysis_seconds"]
     atomic_write_json(out / "report" / "reproduce.json", took)
-    return {"summary": summary, "claims": claims, "seconds": took["total_seconds"], "report": str(page)}
+    return {"summary": summary, "claims": analysis.claims.to_dict("records"), "seconds": took["total_seconds"],
+            "report": str(page)}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
-from .sweep_analysis import transitions
+from .tables import transitions
 from .transition import joint_benefit
 
 MIN_SEEDS, MIN_WIDTHS = 8, 5

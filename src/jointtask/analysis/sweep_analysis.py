@@ -1,12 +1,16 @@
-"""Turn a finished sweep directory into tables: transitions, ratios, embeddings, ablations."""
+"""A finished sweep directory analysed: transitions, ratios, claims, embeddings, ablations,
+transfer curves, as tables (`Analysis`, written as CSV by `Analysis.write_tables`). The report
+only renders them."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from ..fileio import atomic_write_text
 from ..sweep.experiment import Label
 from ..sweep.results import collect, load_plan
 from ..tasks.dataset import build_task_data
@@ -14,86 +18,9 @@ from ..train.config import load_config
 from ..train.loop import build_model, load_checkpoint
 from ..train.run_dir import CHECKPOINT, CONFIG
 from .ablation import ablation_table
+from .claims import claim_rows
 from .embeddings import embedding_structure, number_embeddings
-from .transition import DesignError, fit_transition, joint_benefit
-
-
-TRANSITION_COLUMNS = ["mixture", "target_op", "p_star", "ci_low", "ci_high", "censored", "bound", "p50", "p50_ci_low",
-                      "p50_ci_high", "p50_censored", "lo", "hi", "p0", "w", "p_min", "p_max", "n_points", "n_seeds",
-                      "n_runs", "widths", "test_scored", "test_exist", "note"]
-RATIO_COLUMNS = ["target_op", "comparison", "baseline_mixture", "mixture", "ratio", "kind", "ci_low", "ci_high", "verdict",
-                 "p50_ratio", "p50_kind", "p50_ci_low", "p50_ci_high", "p50_verdict"]
-
-
-def transitions(df: pd.DataFrame, n_boot: int = 1000) -> tuple[pd.DataFrame, dict]:
-    """One row per (mixture, target op) trained on it; a curve whose design is too small for a
-    fit gets a row with the reason in `note` and no estimate."""
-    rows, fits = [], {}
-    for (mixture, op), g in df.groupby(["mixture", "target_op"], sort=True):
-        if op not in trained_ops(mixture):
-            continue
-        row = {"mixture": mixture, "target_op": op, "n_runs": len(g), "n_seeds": g.seed.nunique(),
-               "widths": ",".join(map(str, sorted(g.width.unique())))}
-        if "test_scored" in g:
-            row["test_scored"], row["test_exist"] = int(g.test_scored.min()), g.test_exist.min()
-        try:
-            t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=n_boot)
-        except DesignError as e:
-            rows.append({**row, "note": str(e)})
-            continue
-        fits[(mixture, op)] = t
-        rows.append({**t.to_dict(), **row, "note": ""})
-    return pd.DataFrame(rows, columns=TRANSITION_COLUMNS), fits
-
-
-def trained_ops(mixture: str) -> list[str]:
-    """The ops a run label's runs finish training on ('A>B': pretrained on A, then B; 'B@n':
-    B from scratch for n steps)."""
-    return list(Label.parse(mixture).ops)
-
-
-ISOMORPHIC = [("ADD", "SADD")]  # alone, the two are the same group with relabelled values: an A/A pair
-
-
-def comparisons(mixtures: list[str], budgets: dict[str, int]) -> list[tuple[str, str, str, str]]:
-    """(comparison, target op, baseline mixture, mixture) for every ratio a sweep can give: each
-    mixture against its target alone; against its target alone trained for the mixture's own
-    step budget when the sweep has that control ('ADD@9000', planned with budget = 'exposure');
-    and isomorphic single ops against each other (A/A checks)."""
-    out = []
-    for m in mixtures:
-        label = Label.parse(m)
-        ops = list(label.ops)
-        if len(ops) < 2 or label.kind != "mixture":
-            continue
-        for op in ops:
-            if op in mixtures:
-                out.append(("joint", op, op, m))
-            same = f"{op}@{budgets.get(m)}"
-            if same in mixtures:
-                out.append(("joint, equal steps", op, same, m))
-    for a, b in ISOMORPHIC:
-        if a in mixtures and b in mixtures:
-            out.append(("A/A (isomorphic)", a, a, b))
-    return out
-
-
-def ratios(fits: dict, budgets: dict[str, int] | None = None) -> pd.DataFrame:
-    rows = []
-    mixtures = sorted({m for m, _ in fits})
-    for comparison, op, base, mixture in comparisons(mixtures, budgets or {}):
-        target = trained_ops(mixture)[0] if comparison.startswith("A/A") else op
-        if (base, op) not in fits or (mixture, target) not in fits:
-            continue
-        r = joint_benefit(fits[(base, op)], fits[(mixture, target)])
-        rows.append({"target_op": op, "comparison": comparison, "baseline_mixture": base, "mixture": mixture, **r})
-    return pd.DataFrame(rows, columns=RATIO_COLUMNS)
-
-
-def budgets_of(df: pd.DataFrame) -> dict[str, int]:
-    """Each mixture's planned step budget (tables without that column: the most steps a run took)."""
-    col = "budget_steps" if "budget_steps" in df else "steps" if "steps" in df else None
-    return {m: int(g[col].max()) for m, g in df.groupby("mixture")} if col else {}
+from .tables import budgets_of, ratios, transitions
 
 
 def load_run(run_dir: Path):
@@ -165,15 +92,44 @@ def transfer_curves(df: pd.DataFrame) -> pd.DataFrame:
         accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), n=("accuracy", "size"))
 
 
+@dataclass
+class Analysis:
+    results: pd.DataFrame  # one row per finished run and target op
+    transitions: pd.DataFrame  # tables.TRANSITION_COLUMNS
+    fits: dict  # (mixture, target op) -> transition.Transition
+    ratios: pd.DataFrame  # tables.RATIO_COLUMNS
+    claims: pd.DataFrame  # claims.claim_row per claim whose source this sweep is
+    embeddings: dict  # mixture -> embedding_structure of one representative run
+    embedding_table: pd.DataFrame
+    ablations: pd.DataFrame
+    transfer: pd.DataFrame
+    experiment: dict
+
+    TABLES = ("results", "transitions", "ratios", "claims", "embedding_table", "ablations")
+
+    def write_tables(self, directory: Path) -> None:
+        """DIR/results.csv, transitions.csv, ratios.csv, claims.csv (when there are claims),
+        embeddings.csv, ablations.csv."""
+        for name in self.TABLES:
+            df = getattr(self, name)
+            if name == "claims" and df.empty:
+                continue
+            atomic_write_text(Path(directory) / f"{name.replace('embedding_table', 'embeddings')}.csv",
+                              df.to_csv(index=False))
+
+
 def analyze_sweep(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: int | None = None,
-                  ablate: bool = True) -> dict:
+                  ablate: bool = True, claims_source: str | None = None) -> Analysis:
+    """Everything the report shows; `claims_source` names the claims' source this sweep is (a
+    preset's name), for its rows of the claims table."""
     out = Path(out)
     df = collect(out)
     trans, fits = transitions(df, n_boot)
     reps = representative_runs(out, df, width)
     emb = embeddings_for(out, reps, n_perm) if reps else {}
-    return {"results": df, "transitions": trans, "fits": fits, "ratios": ratios(fits, budgets_of(df)),
-            "embeddings": emb, "embedding_table": embedding_table(emb),
-            "ablations": ablations_for(out, reps) if (ablate and reps) else pd.DataFrame(),
-            "transfer": transfer_curves(df),
-            "experiment": json.loads((out / "experiment.json").read_text()) if (out / "experiment.json").exists() else {}}
+    return Analysis(
+        results=df, transitions=trans, fits=fits, ratios=ratios(fits, budgets_of(df)),
+        claims=pd.DataFrame(claim_rows({claims_source: df}, n_boot) if claims_source else []),
+        embeddings=emb, embedding_table=embedding_table(emb),
+        ablations=ablations_for(out, reps) if (ablate and reps) else pd.DataFrame(), transfer=transfer_curves(df),
+        experiment=json.loads((out / "experiment.json").read_text()) if (out / "experiment.json").exists() else {})

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..analysis.sweep_analysis import trained_ops  # noqa: E402
+from ..analysis.tables import trained_ops  # noqa: E402
 from ..analysis.transition import FRAC, LEARNED_FLOOR, logistic  # noqa: E402
 
 DEF_NOTE = (f"fit: logistic in log P; P* = smallest P where the fit reaches {FRAC:.0%} of its asymptote "

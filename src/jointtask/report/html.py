@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from .. import __version__
-from ..analysis.sweep_analysis import analyze_sweep
-from ..analysis.claims import claim_rows, fmt_interval
+from ..analysis.claims import fmt_interval
+from ..analysis.sweep_analysis import Analysis, analyze_sweep
 from ..analysis.transition import FRAC, LEARNED_FLOOR, SUCCESS
 from ..fileio import atomic_write_text
 from . import figures
@@ -46,10 +46,6 @@ def _img(path: Path, alt: str) -> str:
     return f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>'
 
 
-def _csv(df: pd.DataFrame, path: Path) -> None:
-    atomic_write_text(path, df.to_csv(index=False))
-
-
 def _p_star_text(r) -> str:
     if r["note"]:
         return r["note"]
@@ -70,24 +66,27 @@ def _ratio_text(r, prefix: str = "") -> str:
 
 
 def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: int | None = None,
-                 claims_source: str | None = None) -> tuple[Path, list[dict]]:
-    """Write OUT/report/; with `claims_source` (a preset's name), also the rows of the claims
-    table whose source it is, at the top of the page. Returns the page and those rows."""
+                 claims_source: str | None = None) -> tuple[Path, Analysis]:
+    """Analyse the sweep in OUT and write OUT/report/: the analysis' tables, then index.html and
+    its figures. With `claims_source` (a preset's name), the claims whose source it is head the
+    page. Returns the page and the analysis."""
     out = Path(out)
     rep = out / "report"
-    a = analyze_sweep(out, n_boot=n_boot, n_perm=n_perm, width=width)  # first: refuses a directory with no sweep
-    rep.mkdir(parents=True, exist_ok=True)
+    a = analyze_sweep(out, n_boot=n_boot, n_perm=n_perm, width=width, claims_source=claims_source)  # first: refuses
+    rep.mkdir(parents=True, exist_ok=True)  # a directory with no sweep before anything is written
     marker = rep / "INCOMPLETE"  # removed once index.html is written: a killed analyze leaves it behind
     atomic_write_text(marker, "this report was being written when its process stopped; run `jointtask analyze` again\n")
-    df, trans, rat = a["results"], a["transitions"], a["ratios"]
-    exp = a["experiment"]
-    name = exp.get("name", out.name)
-    _csv(df, rep / "results.csv")
-    _csv(trans, rep / "transitions.csv")
-    _csv(rat, rep / "ratios.csv")
-    _csv(a["embedding_table"], rep / "embeddings.csv")
-    _csv(a["ablations"], rep / "ablations.csv")
+    a.write_tables(rep)
+    atomic_write_text(rep / "index.html", render(a, out, rep))
+    marker.unlink()
+    return rep / "index.html", a
 
+
+def render(a: Analysis, out: Path, rep: Path) -> str:
+    """The report page for an analysis of the sweep in `out`; figures are written to `rep`."""
+    df, trans, rat, claims = a.results, a.transitions, a.ratios, a.claims
+    exp = a.experiment
+    name = exp.get("name", out.name)
     parts = [f"<h1>jointtask report: {html.escape(name)}</h1>",
              f"<p class=note>jointtask {__version__}, generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
              f"<code>{html.escape(str(out))}</code>: {len(df.run_id.unique())} finished runs. "
@@ -95,11 +94,8 @@ def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: 
              f"unseen in training up to the symmetries of their operations, never read for early stopping "
              f"(docs/definitions.md). Tables beside this page: results.csv, transitions.csv, ratios.csv, "
              f"embeddings.csv, ablations.csv, claims.csv.</p>"]
-    claims = claim_rows({claims_source: df}, n_boot) if claims_source else []
-    if claims:
-        c = pd.DataFrame(claims)
-        _csv(c, rep / "claims.csv")
-        parts.append("<h2>Claims</h2>" + _table(c, ["claim", "the paper", "ours, 95% interval", "design", "verdict"]))
+    if not claims.empty:
+        parts.append("<h2>Claims</h2>" + _table(claims, ["claim", "the paper", "ours, 95% interval", "design", "verdict"]))
     base = exp.get("base", {})
     parts.append(f"<p class=note>Setup: task {html.escape(str(base.get('task', {})))}; "
                  f"train {html.escape(str(base.get('train', {})))}; sweep {html.escape(str(exp.get('sweep', {})))}</p>")
@@ -121,7 +117,7 @@ def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: 
         parts.append(_table(t, ["mixture", "target_op", "P* [95% CI]", "P50 [95% CI]", "lo", "hi", "n_runs", "n_seeds",
                                 "widths", "test_scored", "test_exist"]))
     for op in sorted(df.target_op.unique()):
-        p = figures.accuracy_vs_params(df, a["fits"], op, rep / f"accuracy_{op}.png")
+        p = figures.accuracy_vs_params(df, a.fits, op, rep / f"accuracy_{op}.png")
         parts.append(_img(p, f"accuracy against parameters, {op}"))
 
     parts.append("<h2>Joint-benefit ratios</h2>")
@@ -140,24 +136,24 @@ def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: 
     else:
         parts.append("<p class=note>(no mixture has its target also trained alone in this sweep)</p>")
 
-    if a["embeddings"]:
+    if a.embeddings:
         parts.append("<h2>Embedding structure</h2>")
         parts.append("<p class=note>One run per mixture (same width, lowest seed). PCA of the cosine-similarity "
                      "matrix of the number-token embeddings (SPEC 5). Separation score (ours): (mean between-class "
                      "minus mean within-class distance) / mean distance, in the top 3 PCs; p-value from 999 "
                      "label permutations. Ordering: |Spearman rho| of value against PC1.</p>")
-        parts.append(_table(a["embedding_table"]))
-        parts.append(_img(figures.pca_scatter(a["embeddings"], rep / "embedding_pca.png"), "PCA of embeddings"))
-        parts.append(_img(figures.similarity_heatmaps(a["embeddings"], rep / "embedding_similarity.png"),
+        parts.append(_table(a.embedding_table))
+        parts.append(_img(figures.pca_scatter(a.embeddings, rep / "embedding_pca.png"), "PCA of embeddings"))
+        parts.append(_img(figures.similarity_heatmaps(a.embeddings, rep / "embedding_similarity.png"),
                           "cosine similarity heatmaps"))
-    if not a["transfer"].empty:
+    if not a.transfer.empty:
         parts.append("<h2>Transfer</h2>")
         parts.append("<p class=note>'A>B': pretrained on A, then trained on B for the same steps as B from scratch "
                      "(SPEC 6). Mean and standard deviation over seeds.</p>")
-        parts.append(_table(a["transfer"]))
-        parts.append(_img(figures.transfer_plot(a["transfer"], rep / "transfer.png"), "transfer curves"))
-    if not a["ablations"].empty:
-        ab = a["ablations"]
+        parts.append(_table(a.transfer))
+        parts.append(_img(figures.transfer_plot(a.transfer, rep / "transfer.png"), "transfer curves"))
+    if not a.ablations.empty:
+        ab = a.ablations
         parts.append("<h2>Sublayer reliance (attention vs feed-forward)</h2>")
         parts.append("<p class=note>Each sublayer's output replaced by zeros or by its mean over the evaluation "
                      "expressions, at every pass ('all') or one pass; drop in test accuracy; mean L2 norm of the "
@@ -168,7 +164,5 @@ def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: 
     parts.append("<h2>All runs</h2>")
     parts.append(_table(df, ["mixture", "target_op", "width", "seed", "params", "accuracy", "accuracy_validation",
                              "accuracy_train", "steps", "tokens_seen", "train_seconds", "stop_reason"]))
-    page = f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(name)}</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"
-    atomic_write_text(rep / "index.html", page)
-    marker.unlink()
-    return rep / "index.html", claims
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(name)}</title><style>{CSS}</style>"
+            f"</head><body>{''.join(parts)}</body></html>")
