@@ -90,7 +90,7 @@ def test_packed_rows_compute_the_same_loss_as_padded_examples():
     padded = make_batch(d.train, idx, "answer", "cpu", pack=0)
     packed = make_batch(d.train, idx, "answer", "cpu", pack=48)
     assert packed.packing is not None and packed.inputs.numel() < padded.inputs.numel()  # really packed
-    assert len(packed.packing.widths) > 1  # rows of several widths
+    assert len(packed.packing.row_lengths) > 1  # rows of several lengths
     assert torch.equal(padded.targets.sort().values, packed.targets.sort().values)  # same tokens, rows reordered
     assert abs(loss_on_batch(m, padded).item() - loss_on_batch(m, packed).item()) < 1e-5
     # and the same gradients
@@ -108,17 +108,17 @@ def test_packed_rows_hold_every_example_once_without_overlap(lengths, pack):
     from jointtask.train.loop import pack_rows
 
     lengths = np.array(lengths)
-    row, offset, rows, widths = pack_rows(lengths, pack)
-    assert all(w >= pack and w % pack == 0 for w in widths) and widths == sorted(set(widths))
-    row_width = np.repeat(widths, rows)
-    assert len(row_width) == row.max() + 1  # no empty rows
-    used = [np.zeros(w, int) for w in row_width]
+    row, offset, row_counts, row_lengths = pack_rows(lengths, pack)
+    assert all(w >= pack and w % pack == 0 for w in row_lengths) and row_lengths == sorted(set(row_lengths))
+    row_len = np.repeat(row_lengths, row_counts)
+    assert len(row_len) == row.max() + 1  # no empty rows
+    used = [np.zeros(w, int) for w in row_len]
     for r, o, n in zip(row, offset, lengths):
-        assert 0 <= o and o + n <= row_width[r]
+        assert 0 <= o and o + n <= row_len[r]
         used[r][o: o + n] += 1
     assert max(u.max() for u in used) == 1  # no token slot shared
-    # an example opens a row only as wide as needed: the narrowest width holding the longest example
-    assert widths[-1] < 2 * max(pack, lengths.max())
+    # an example opens a row only as long as needed: the shortest length holding the longest example
+    assert row_lengths[-1] < 2 * max(pack, lengths.max())
 
 
 def test_benchmark_baseline_has_the_same_architecture_and_parameter_count():

@@ -159,7 +159,7 @@ def measure(loop: str, width: int, seconds: float) -> dict:
                 contexts.append(float(b.inputs.shape[1] + 1) / 2)
             else:  # padding sits at position 0 of no example: each padding slot adds 1 to the sum
                 n_pad = len(b.inputs) - b.n_tokens
-                contexts.append(float((b.pos + 1).sum() - n_pad) / b.n_tokens)
+                contexts.append(float((b.positions + 1).sum() - n_pad) / b.n_tokens)
             optimisation_step(ours, opt, b, cfg.train.grad_clip)
             return b.n_tokens
 

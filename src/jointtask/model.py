@@ -86,12 +86,13 @@ class Packing:
     """Whole examples packed into rows, for training without most of the padding.
 
     Tokens are laid out flat ([N] ids, [N, d] activations), group after group; group g holds
-    `rows[g]` rows of `widths[g]` tokens. `masks` holds, per group, a [rows, 1, w, w] additive
-    mask (0: may attend, -inf: may not), block-diagonal and causal: no example sees another.
+    `row_counts[g]` rows of `row_lengths[g]` tokens. `masks` holds, per group, an additive
+    [rows, 1, L, L] mask (0: may attend, -inf: may not), block-diagonal and causal: no example
+    sees another.
     """
 
-    rows: list[int]
-    widths: list[int]
+    row_counts: list[int]
+    row_lengths: list[int]
     masks: list[torch.Tensor]
 
 
@@ -122,7 +123,7 @@ class Attention(nn.Module):
         if packing is None:  # x [B, T, d]
             return self.proj(self.attend(qkv, pattern=pattern))
         out, start = [], 0  # x flat [N, d]: each group of rows attends on its own, masked
-        for rows, T, mask in zip(packing.rows, packing.widths, packing.masks):
+        for rows, T, mask in zip(packing.row_counts, packing.row_lengths, packing.masks):
             out.append(self.attend(qkv[start: start + rows * T].view(rows, T, -1), mask, pattern).view(rows * T, -1))
             start += rows * T
         return self.proj(out[0] if len(out) == 1 else torch.cat(out))
@@ -197,10 +198,10 @@ class LoopedTransformer(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     def residual(self, idx: torch.Tensor, pos: torch.Tensor | None = None, packing: Packing | None = None,
-                 rows: torch.Tensor | None = None) -> torch.Tensor:
+                 at: torch.Tensor | None = None) -> torch.Tensor:
         """The final residual stream after LayerNorm: [B, T, d] for [B, T] ids, or [N, d] for
         packed examples (flat [N] ids, `pos` the position of each token in its example).
-        With `rows` (flat indices into B * T or N), only those tokens' rows: [len(rows), d]."""
+        With `at` (flat token indices into B * T or N), only those tokens: [len(at), d]."""
         T = idx.shape[-1]
         if pos is None:
             if T > self.max_len:
@@ -210,7 +211,7 @@ class LoopedTransformer(nn.Module):
         for p, hooks in enumerate(self.passes):
             x = self.blocks[p % len(self.blocks)](x, hooks, packing, self._pattern)
         x = self.ln_final(x)
-        return x if rows is None else x.reshape(-1, x.shape[-1]).index_select(0, rows)
+        return x if at is None else x.reshape(-1, x.shape[-1]).index_select(0, at)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:  # [B, T] ids -> [B, T, vocab] logits
         return self.head(self.residual(idx))

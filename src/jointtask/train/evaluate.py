@@ -19,24 +19,24 @@ def greedy_decode(model, prompts: list[np.ndarray], max_new: int, device="cpu") 
     if n == 0:
         return []
     plen = torch.tensor([len(p) for p in prompts], device=device)
-    width = min(int(plen.max()) + max_new, model.max_len)
-    buf = torch.full((n, width), PAD, dtype=torch.long, device=device)
+    buf_len = min(int(plen.max()) + max_new, model.max_len)
+    buf = torch.full((n, buf_len), PAD, dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         buf[i, : len(p)] = torch.as_tensor(p, device=device)
     cur = plen.clone()  # next position each row writes
-    active = cur < width
-    rows = torch.arange(n, device=device)
+    active = cur < buf_len
+    seq = torch.arange(n, device=device)
     for _ in range(max_new):
         if not bool(active.any()):
             break
         upto = int(cur[active].max())
         h = model.residual(buf[:, :upto])
-        last = h[rows, (cur - 1).clamp(max=upto - 1)]
+        last = h[seq, (cur - 1).clamp(max=upto - 1)]
         nxt = model.head(last).argmax(-1)
-        write = active & (cur < width)
-        buf[rows[write], cur[write]] = nxt[write]
+        write = active & (cur < buf_len)
+        buf[seq[write], cur[write]] = nxt[write]
         cur = torch.where(write, cur + 1, cur)
-        active = write & (nxt != EOS) & (cur < width)
+        active = write & (nxt != EOS) & (cur < buf_len)
     out = []
     buf_cpu, plen_cpu, cur_cpu = buf.cpu().numpy(), plen.cpu().numpy(), cur.cpu().numpy()
     for i in range(n):

@@ -49,20 +49,20 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.ndarray:
 class Batch:
     inputs: torch.Tensor  # [B, T], or flat [N] when packed
     targets: torch.Tensor  # [K] the tokens to predict
-    positions: torch.Tensor  # [K] flat indices into B*T where the loss is taken
+    loss_at: torch.Tensor  # [K] flat indices into B*T (or N) of the inputs whose next token is a target
     n_tokens: int  # tokens processed (non-padding inputs)
-    pos: torch.Tensor | None = None  # packed: [N] position of each token within its example
+    positions: torch.Tensor | None = None  # packed: [N] position of each token within its example
     packing: Packing | None = None  # packed: inputs are flat [N], laid out in rows (model.Packing)
 
 
 def pack_rows(lengths: np.ndarray, pack: int) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
-    """Best-fit decreasing packing of examples into rows `pack`, 2*`pack`, 4*`pack`, ... tokens
-    wide (each example opens a row of the narrowest width that holds it). Returns each example's
-    row and offset, rows numbered group by group, and the (rows, width) of each group."""
-    widths = [pack]
-    while widths[-1] < lengths.max():
-        widths.append(2 * widths[-1])
-    row_width: list[int] = []
+    """Best-fit decreasing packing of examples into rows of `pack`, 2*`pack`, 4*`pack`, ... tokens
+    (each example opens the shortest row that holds it). Returns each example's row and offset,
+    rows numbered group by group, and each group's row count and row length."""
+    sizes = [pack]
+    while sizes[-1] < lengths.max():
+        sizes.append(2 * sizes[-1])
+    row_len: list[int] = []
     rooms: list[tuple[int, int]] = []  # (free tokens, row), sorted: best fit is a bisection
     row = np.empty(len(lengths), np.int64)
     offset = np.empty(len(lengths), np.int64)
@@ -72,17 +72,16 @@ def pack_rows(lengths: np.ndarray, pack: int) -> tuple[np.ndarray, np.ndarray, l
         if i < len(rooms):
             room, r = rooms.pop(i)
         else:
-            r, room = len(row_width), next(w for w in widths if w >= n)
-            row_width.append(room)
-        row[j], offset[j] = r, row_width[r] - room
+            r, room = len(row_len), next(w for w in sizes if w >= n)
+            row_len.append(room)
+        row[j], offset[j] = r, row_len[r] - room
         if room > n:
             bisect.insort(rooms, (room - n, r))
-    # renumber rows so that each width's rows are contiguous, narrowest first
-    order = np.argsort(np.asarray(row_width), kind="stable")
+    # renumber rows so that rows of one length are contiguous, shortest first
+    order = np.argsort(np.asarray(row_len), kind="stable")
     renumber = np.empty_like(order)
     renumber[order] = np.arange(len(order))
-    counts = [row_width.count(w) for w in widths]
-    groups = [(c, w) for c, w in zip(counts, widths) if c]
+    groups = [(row_len.count(w), w) for w in sizes if w in row_len]
     return renumber[row], offset, [c for c, _ in groups], [w for _, w in groups]
 
 
@@ -100,12 +99,12 @@ def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: i
         mask = (pos[None, :] >= torch.from_numpy(starts)[:, None]) & (pos[None, :] < torch.from_numpy(lengths)[:, None])
         flat = mask.reshape(-1).nonzero().squeeze(1)
         return Batch(ids[:, :-1].to(device), ids[:, 1:].reshape(-1)[flat].to(device), flat.to(device), int(lengths.sum()))
-    row, offset, rows, widths = pack_rows(lengths, pack)
-    row_start = np.concatenate([[0], np.cumsum(np.repeat(widths, rows))])[:-1]
+    row, offset, row_counts, row_lengths = pack_rows(lengths, pack)
+    row_start = np.concatenate([[0], np.cumsum(np.repeat(row_lengths, row_counts))])[:-1]
     example = np.repeat(np.arange(len(idx)), lengths)  # one entry per input token
     t = np.arange(len(example)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # its position
     dest = np.repeat(row_start[row] + offset, lengths) + t
-    N = int(np.dot(rows, widths))
+    N = int(np.dot(row_counts, row_lengths))
     inputs, nxt, pos = np.zeros(N, np.int64), np.zeros(N, np.int64), np.zeros(N, np.int64)
     seg = np.full(N, -1, np.int64)
     lossmask = np.zeros(N, bool)
@@ -114,14 +113,14 @@ def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: i
     pos[dest], seg[dest], lossmask[dest] = t, example, t >= starts[example]
     flat = torch.from_numpy(lossmask).nonzero().squeeze(1)
     masks, begin = [], 0  # per group [rows, 1, w, w]: causal and inside one example (padding: -1, sees itself)
-    for n_rows, w in zip(rows, widths):
+    for n_rows, w in zip(row_counts, row_lengths):
         s = torch.from_numpy(seg[begin: begin + n_rows * w]).view(n_rows, w)
         begin += n_rows * w
         allowed = (s[:, :, None] == s[:, None, :]) & torch.ones(w, w, dtype=torch.bool).tril()
         # additive (0 / -inf): SDPA would convert a boolean mask again in every pass (measured: 4% of a step)
         masks.append(torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf")).unsqueeze(1).to(device))
     return Batch(torch.from_numpy(inputs).to(device), torch.from_numpy(nxt)[flat].to(device), flat.to(device),
-                 int(lengths.sum()), torch.from_numpy(pos).to(device), Packing(rows, widths, masks))
+                 int(lengths.sum()), torch.from_numpy(pos).to(device), Packing(row_counts, row_lengths, masks))
 
 
 def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int, window: int, device) -> Batch:
@@ -134,7 +133,7 @@ def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int,
 
 
 def loss_on_batch(model, b: Batch) -> torch.Tensor:
-    h = model.residual(b.inputs, b.pos, b.packing, rows=b.positions)  # the head only where the loss is
+    h = model.residual(b.inputs, b.positions, b.packing, at=b.loss_at)  # the head only where the loss is
     return F.cross_entropy(model.head(h), b.targets)
 
 
