@@ -24,9 +24,11 @@ from jointtask.sweep.runner import run_sweep
 EXPERIMENT = {
     "name": "adaptive-bench",
     "sweep": {"mixtures": ["MED"], "widths": [2, 3, 4, 5, 6, 7, 8, 10, 12, 14], "seeds": [0, 1, 2]},
-    "base": {"task": {"modulus": 10, "max_depth": 1},
-             "data": {"per_n": 1000, "eval_count": 300, "eval_train_count": 50},
-             "train": {"steps": 1500, "batch_size": 256, "lr": 3e-3, "eval_every": 250, "checkpoint_every": 1500}},
+    "base": {
+        "task": {"modulus": 10, "max_depth": 1},
+        "data": {"per_n": 1000, "eval_count": 300, "eval_train_count": 50},
+        "train": {"steps": 1500, "batch_size": 256, "lr": 3e-3, "eval_every": 250, "checkpoint_every": 1500},
+    },
 }
 
 
@@ -46,9 +48,13 @@ def main():
     run_sweep(exp, work / "grid", LocalExecutor(args.workers))
     adaptive_sweep(exp, work / "adaptive", LocalExecutor(args.workers))
     grid, adaptive = p_star(work / "grid"), p_star(work / "adaptive")
-    res = {"experiment": EXPERIMENT, "grid": grid, "adaptive": adaptive,
-           "run_fraction": adaptive["runs"] / grid["runs"],
-           "p_star_ratio": (adaptive["p_star"] / grid["p_star"]) if grid["p_star"] and adaptive["p_star"] else None}
+    res = {
+        "experiment": EXPERIMENT,
+        "grid": grid,
+        "adaptive": adaptive,
+        "run_fraction": adaptive["runs"] / grid["runs"],
+        "p_star_ratio": (adaptive["p_star"] / grid["p_star"]) if grid["p_star"] and adaptive["p_star"] else None,
+    }
     atomic_write_json(args.out, res)
     print(json.dumps({k: res[k] for k in ("run_fraction", "p_star_ratio")}), grid["p_star"], adaptive["p_star"])
 

@@ -49,26 +49,59 @@ def main():
     ap.add_argument("--budget-factor", type=float, default=3.0)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="jt-sample-eff-"))
-    ours_train = {"steps": 3000, "batch_size": 256, "lr": 2e-3, "weight_decay": 0.1, "eval_every": 100,
-                  "checkpoint_every": 3000, "early_stop": True, "ceiling": 0.95}
+    ours_train = {
+        "steps": 3000,
+        "batch_size": 256,
+        "lr": 2e-3,
+        "weight_decay": 0.1,
+        "eval_every": 100,
+        "checkpoint_every": 3000,
+        "early_stop": True,
+        "ceiling": 0.95,
+    }
     ours = run(ours_train, args.width, args.seed, work)
     t_ours = tokens_to(ours, 0.8)
     if t_ours is None:
         raise SystemExit("jointtask's recipe did not reach 80% at this width; choose another width")
     budget = int(args.budget_factor * t_ours)
     steps = -(-budget // (64 * 128))
-    base_train = {"steps": steps, "batch_size": 64, "lr": 5e-4, "final_lr": 2e-5, "schedule": "exponential",
-                  "weight_decay": 0.1, "grad_clip": 1.0, "packing": "windows", "window": 128, "loss_on": "all",
-                  "eval_every": max(1, steps // 12), "checkpoint_every": steps, "early_stop": True, "ceiling": 0.95}
+    base_train = {
+        "steps": steps,
+        "batch_size": 64,
+        "lr": 5e-4,
+        "final_lr": 2e-5,
+        "schedule": "exponential",
+        "weight_decay": 0.1,
+        "grad_clip": 1.0,
+        "packing": "windows",
+        "window": 128,
+        "loss_on": "all",
+        "eval_every": max(1, steps // 12),
+        "checkpoint_every": steps,
+        "early_stop": True,
+        "ceiling": 0.95,
+    }
     base = run(base_train, args.width, args.seed, work)
     t_base = tokens_to(base, 0.8)
-    res = {"task": "ADD mod 10, depth 1 (2-3 arguments), chain of thought", "width": args.width, "seed": args.seed,
-           "level": 0.8, "ours": {"recipe": ours_train, "tokens_to_level": t_ours,
-                                  "curve": [(r["tokens_seen"], r["accuracy_validation"]["ADD"]) for r in ours]},
-           "baseline": {"recipe": base_train, "tokens_to_level": t_base, "budget_tokens": steps * 64 * 128,
-                        "curve": [(r["tokens_seen"], r["accuracy_validation"]["ADD"]) for r in base]},
-           "ratio": (t_base / t_ours) if t_base else None,
-           "ratio_lower_bound": None if t_base else steps * 64 * 128 / t_ours}
+    res = {
+        "task": "ADD mod 10, depth 1 (2-3 arguments), chain of thought",
+        "width": args.width,
+        "seed": args.seed,
+        "level": 0.8,
+        "ours": {
+            "recipe": ours_train,
+            "tokens_to_level": t_ours,
+            "curve": [(r["tokens_seen"], r["accuracy_validation"]["ADD"]) for r in ours],
+        },
+        "baseline": {
+            "recipe": base_train,
+            "tokens_to_level": t_base,
+            "budget_tokens": steps * 64 * 128,
+            "curve": [(r["tokens_seen"], r["accuracy_validation"]["ADD"]) for r in base],
+        },
+        "ratio": (t_base / t_ours) if t_base else None,
+        "ratio_lower_bound": None if t_base else steps * 64 * 128 / t_ours,
+    }
     atomic_write_json(args.out, res)
     print(json.dumps({k: v for k, v in res.items() if k not in ("ours", "baseline")}, indent=1))
     print("ours tokens to 80%:", t_ours, " baseline:", t_base or f"> {steps * 64 * 128}")

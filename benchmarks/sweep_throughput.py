@@ -40,8 +40,10 @@ def main():
     args = ap.parse_args()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     rows = [measure(LocalExecutor(w), f"local, {w} worker(s)") for w in (1, 2)]
-    rows += [{**measure(RayExecutor(None, w), f"ray (local instance), {w} worker(s)"), "includes_ray_start": True}
-             for w in (1, 2)]
+    rows += [
+        {**measure(RayExecutor(None, w), f"ray (local instance), {w} worker(s)"), "includes_ray_start": True}
+        for w in (1, 2)
+    ]
     atomic_write_json(args.out, {"experiment": "experiments/smoke.toml", "rows": rows})
     for r in rows:
         print(f"{r['backend']:<40} {r['runs']} runs in {r['seconds']:.1f} s: {r['runs_per_minute']:.1f} runs/min")

@@ -14,4 +14,6 @@ for run in (b / "runs").iterdir():
         shutil.copytree(run, a / "runs" / run.name)
 plan = json.loads((a / "plan.json").read_text())
 have = {p["run_id"] for p in plan}
-atomic_write_json(a / "plan.json", plan + [p for p in json.loads((b / "plan.json").read_text()) if p["run_id"] not in have])
+atomic_write_json(
+    a / "plan.json", plan + [p for p in json.loads((b / "plan.json").read_text()) if p["run_id"] not in have]
+)

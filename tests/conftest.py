@@ -18,5 +18,11 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
     """Run the real command line in a subprocess."""
     e = dict(os.environ)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "jointtask.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd or ROOT, timeout=timeout, env=e)
+    return subprocess.run(
+        [sys.executable, "-m", "jointtask.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+        env=e,
+    )

@@ -91,9 +91,18 @@ def test_joint_benefit_ratio_and_bounds():
     assert bound["kind"] == "lower" and bound["ratio"] == pytest.approx(WIDTH_PARAMS[-1] / j.pstar.value)
 
 
-@pytest.mark.parametrize("lo,hi,word", [(1.2, 3.0, "benefit"), (0.2, 0.9, "harm"), (0.7, 1.6, "no benefit"),
-                                        (0.8, 2.5, "inconclusive"), (None, 1.5, "inconclusive"),
-                                        (0.3, 1.1, "inconclusive"), (1.01, None, "benefit")])
+@pytest.mark.parametrize(
+    "lo,hi,word",
+    [
+        (1.2, 3.0, "benefit"),
+        (0.2, 0.9, "harm"),
+        (0.7, 1.6, "no benefit"),
+        (0.8, 2.5, "inconclusive"),
+        (None, 1.5, "inconclusive"),
+        (0.3, 1.1, "inconclusive"),
+        (1.01, None, "benefit"),
+    ],
+)
 def test_verdict_words(lo, hi, word):
     assert verdict(lo, hi) == word
 
@@ -147,8 +156,10 @@ def test_transition_cli(tmp_path):
     r = run_cli("transition", few)
     assert r.returncode == 2 and "3 seeds" in r.stderr and "Traceback" not in r.stderr
     nan = tmp_path / "nan.csv"
-    nan.write_text("params,accuracy,seed\n" + "".join(f"{p},{'nan' if i == 3 else a},{s}\n"
-                                                       for i, (p, a, s) in enumerate(zip(P, A, S))))
+    nan.write_text(
+        "params,accuracy,seed\n"
+        + "".join(f"{p},{'nan' if i == 3 else a},{s}\n" for i, (p, a, s) in enumerate(zip(P, A, S)))
+    )
     r = run_cli("transition", nan)
     assert r.returncode == 2 and "accurac" in r.stderr and "Traceback" not in r.stderr
 
@@ -161,8 +172,10 @@ def test_ratios_cli_from_a_results_table(tmp_path):
     rows = []
     for mixture, truth, rng in (("ADD", 1e5, 3), ("ADD+MAX", 2e4, 4)):
         P, A, S = planted(truth, rng=np.random.default_rng(rng))
-        rows += [{"mixture": mixture, "target_op": "ADD", "params": p, "accuracy": a, "seed": s, "width": int(p)}
-                 for p, a, s in zip(P, A, S)]
+        rows += [
+            {"mixture": mixture, "target_op": "ADD", "params": p, "accuracy": a, "seed": s, "width": int(p)}
+            for p, a, s in zip(P, A, S)
+        ]
     f = tmp_path / "results.csv"
     pd.DataFrame(rows).to_csv(f, index=False)
     r = run_cli("ratios", f, "--n-boot", "60")

@@ -11,7 +11,9 @@ rendered = lru_cache(maxsize=1)(lambda: render(ROOT))  # recomputing the claims 
 
 def test_every_number_block_matches_the_command_that_prints_it():
     for path, text in rendered().items():
-        assert path.read_text() == text, f"{path.relative_to(ROOT)} is out of date: python -m jointtask.report.blocks --write"
+        assert path.read_text() == text, (
+            f"{path.relative_to(ROOT)} is out of date: python -m jointtask.report.blocks --write"
+        )
 
 
 def test_blocks_are_not_empty():

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from jointtask.model import LoopedTransformer, ModelConfig, count_params
 
 
-@pytest.mark.parametrize("width,heads,rec,blocks,mlp", [(8, 1, 4, 1, 4), (32, 2, 4, 1, 4), (48, 4, 2, 3, 2), (16, 1, 1, 4, 4)])
+@pytest.mark.parametrize(
+    "width,heads,rec,blocks,mlp", [(8, 1, 4, 1, 4), (32, 2, 4, 1, 4), (48, 4, 2, 3, 2), (16, 1, 1, 4, 4)]
+)
 def test_parameter_formula_matches_numel(width, heads, rec, blocks, mlp):
     cfg = ModelConfig(width=width, heads=heads, recurrence=rec, blocks=blocks, mlp_ratio=mlp)
     m = LoopedTransformer(cfg, vocab_size=37, max_len=29)
@@ -29,8 +31,15 @@ def test_hook_points_are_named_per_pass_and_can_ablate():
     torch.manual_seed(0)
     m = LoopedTransformer(ModelConfig(width=16, recurrence=3), 20, 12).eval()
     names = set(m.hook_points())
-    assert {"hook_embed", "hook_pos_embed", "passes.0.hook_resid_pre", "passes.2.attn.hook_pattern",
-            "passes.2.hook_attn_out", "passes.0.hook_mlp_out", "passes.1.hook_resid_post"} <= names
+    assert {
+        "hook_embed",
+        "hook_pos_embed",
+        "passes.0.hook_resid_pre",
+        "passes.2.attn.hook_pattern",
+        "passes.2.hook_attn_out",
+        "passes.0.hook_mlp_out",
+        "passes.1.hook_resid_post",
+    } <= names
     x = torch.randint(0, 20, (2, 12))
     seen = {}
     base = m.run_with_hooks(x, [("passes.1.hook_attn_out", lambda a, hook: seen.__setitem__(hook.name, a))])
@@ -50,8 +59,9 @@ def test_attention_pattern_hook_sees_causal_probabilities_and_changes_nothing():
     m = LoopedTransformer(ModelConfig(width=16, heads=2), 20, 12).eval()
     x = torch.randint(0, 20, (3, 12))
     pats = {}
-    out = m.run_with_hooks(x, [(f"passes.{p}.attn.hook_pattern", lambda a, hook: pats.__setitem__(hook.name, a))
-                               for p in range(4)])
+    out = m.run_with_hooks(
+        x, [(f"passes.{p}.attn.hook_pattern", lambda a, hook: pats.__setitem__(hook.name, a)) for p in range(4)]
+    )
     assert len(pats) == 4
     for a in pats.values():
         assert a.shape == (3, 2, 12, 12)
@@ -115,7 +125,7 @@ def test_packed_rows_hold_every_example_once_without_overlap(lengths, pack):
     used = [np.zeros(w, int) for w in row_len]
     for r, o, n in zip(row, offset, lengths):
         assert 0 <= o and o + n <= row_len[r]
-        used[r][o: o + n] += 1
+        used[r][o : o + n] += 1
     assert max(u.max() for u in used) == 1  # no token slot shared
     # an example opens a row only as long as needed: the shortest length holding the longest example
     assert row_lengths[-1] < 2 * max(pack, lengths.max())

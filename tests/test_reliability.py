@@ -76,7 +76,9 @@ def test_a_changed_experiment_never_mixes_with_the_old_plan(finished, tmp_path):
 
 
 def test_duplicates_and_negative_seeds_are_refused(tmp_path):
-    one_line_error(run_cli("sweep", experiment(tmp_path, seeds="[0, 0]"), "--out", tmp_path / "a"), "seeds lists 0 twice")
+    one_line_error(
+        run_cli("sweep", experiment(tmp_path, seeds="[0, 0]"), "--out", tmp_path / "a"), "seeds lists 0 twice"
+    )
     one_line_error(run_cli("sweep", experiment(tmp_path, seeds="[-1]"), "--out", tmp_path / "b"), "seeds must be >= 0")
     dup = tmp_path / "dup.toml"
     dup.write_text(TINY.format(seeds="[0]", steps=10).replace('["MAX"]', '["MAX", "max"]'))
@@ -144,8 +146,9 @@ def test_a_failed_train_can_be_retried_and_a_changed_config_is_never_resumed(tmp
     mode = stat.S_IMODE((run / "result.json").stat().st_mode)
     assert mode == 0o666 & ~_umask()  # like every other file the tool writes, not 0600
     other = tmp_path / "other"
-    one_line_error(run_cli("train", MAX10, "--out", other, "--init-from", run, "--set", "model.width=16"),
-                   "another shape")
+    one_line_error(
+        run_cli("train", MAX10, "--out", other, "--init-from", run, "--set", "model.width=16"), "another shape"
+    )
 
 
 def test_an_empty_config_is_refused(tmp_path):
@@ -190,9 +193,17 @@ def test_a_full_disk_is_one_line_and_heals_on_rerun(tmp_path):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([1e3, 3e3, 1e4, 3e4, 0.0, -5.0, float("nan"), float("inf")]),
-                          st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))), st.integers(0, 4)),
-                min_size=1, max_size=40))
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1e3, 3e3, 1e4, 3e4, 0.0, -5.0, float("nan"), float("inf")]),
+            st.one_of(st.floats(-0.5, 1.5), st.just(float("nan"))),
+            st.integers(0, 4),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
 def test_any_points_table_gives_finite_output_or_one_clear_error(points):
     import numpy as np
 
@@ -212,11 +223,18 @@ def test_any_points_table_gives_finite_output_or_one_clear_error(points):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.dictionaries(st.sampled_from(["lr", "beta1", "beta2", "weight_decay", "grad_clip", "steps", "batch_size",
-                                        "ceiling", "warmup_fraction"]),
-                       st.one_of(st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True, allow_infinity=True),
-                                 st.text(max_size=3)), max_size=4),
-       st.one_of(st.integers(-2, 64), st.booleans()))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["lr", "beta1", "beta2", "weight_decay", "grad_clip", "steps", "batch_size", "ceiling", "warmup_fraction"]
+        ),
+        st.one_of(
+            st.booleans(), st.integers(-3, 10**6), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3)
+        ),
+        max_size=4,
+    ),
+    st.one_of(st.integers(-2, 64), st.booleans()),
+)
 def test_any_config_is_valid_or_refused_in_one_line(train, width):
     import math
 

@@ -13,9 +13,11 @@ from jointtask.report import write_report
 TINY = {
     "name": "tiny",
     "sweep": {"mixtures": ["MAX", "MAX+MIN"], "targets": ["MAX"], "widths": [4, 8, 16], "seeds": [0, 1, 2]},
-    "base": {"task": {"modulus": 6, "max_depth": 1},
-             "data": {"per_n": 60, "eval_count": 40, "eval_train_count": 20},
-             "train": {"steps": 60, "batch_size": 32, "lr": 3e-3, "eval_every": 30, "checkpoint_every": 30}},
+    "base": {
+        "task": {"modulus": 6, "max_depth": 1},
+        "data": {"per_n": 60, "eval_count": 40, "eval_train_count": 20},
+        "train": {"steps": 60, "batch_size": 32, "lr": 3e-3, "eval_every": 30, "checkpoint_every": 30},
+    },
 }
 
 
@@ -37,13 +39,34 @@ def test_report_has_every_figure_and_table(tiny_sweep):
         assert (rep / name).stat().st_size > 1000, name
     assert html.count("data:image/png;base64,") >= 4  # self-contained
     t = pd.read_csv(rep / "transitions.csv")
-    assert {"mixture", "target_op", "p_star", "ci_low", "ci_high", "censored", "p50", "p50_ci_low", "p50_ci_high",
-            "test_scored", "test_exist"} <= set(t.columns)
+    assert {
+        "mixture",
+        "target_op",
+        "p_star",
+        "ci_low",
+        "ci_high",
+        "censored",
+        "p50",
+        "p50_ci_low",
+        "p50_ci_high",
+        "test_scored",
+        "test_exist",
+    } <= set(t.columns)
     assert (t.n_seeds == 3).all() and (t.test_scored > 0).all()
     assert set(t.mixture) == {"MAX", "MAX+MIN"}
     r = pd.read_csv(rep / "ratios.csv")
-    assert {"target_op", "comparison", "baseline_mixture", "mixture", "ratio", "ci_low", "ci_high", "verdict",
-            "p50_ratio", "p50_verdict"} <= set(r.columns)
+    assert {
+        "target_op",
+        "comparison",
+        "baseline_mixture",
+        "mixture",
+        "ratio",
+        "ci_low",
+        "ci_high",
+        "verdict",
+        "p50_ratio",
+        "p50_verdict",
+    } <= set(r.columns)
     assert set(r.verdict) <= {"benefit", "harm", "no benefit", "inconclusive"}
     assert list(r.mixture) == ["MAX+MIN"] and list(r.baseline_mixture) == ["MAX"]
     ab = pd.read_csv(rep / "ablations.csv")
@@ -52,8 +75,17 @@ def test_report_has_every_figure_and_table(tiny_sweep):
 
 
 def test_transfer_experiment_starts_from_pretrained_weights(tmp_path):
-    exp = experiment_from_dict({**TINY, "sweep": {"mixtures": ["MIN"], "widths": [8], "seeds": [0],
-                                                  "transfer": {"pretrain": "MAX", "pretrain_steps": 40}}})
+    exp = experiment_from_dict(
+        {
+            **TINY,
+            "sweep": {
+                "mixtures": ["MIN"],
+                "widths": [8],
+                "seeds": [0],
+                "transfer": {"pretrain": "MAX", "pretrain_steps": 40},
+            },
+        }
+    )
     s = run_sweep(exp, tmp_path / "t", LocalExecutor(1))
     assert s["failed"] == 0 and s["done"] == 3
     df = collect(tmp_path / "t")
@@ -66,8 +98,9 @@ def test_transfer_experiment_starts_from_pretrained_weights(tmp_path):
 
 
 def test_adaptive_search_runs_fewer_widths(tmp_path):
-    exp = experiment_from_dict({**TINY, "sweep": {**TINY["sweep"], "mixtures": ["MAX"],
-                                                  "widths": {"min": 2, "max": 32, "num": 9}}})
+    exp = experiment_from_dict(
+        {**TINY, "sweep": {**TINY["sweep"], "mixtures": ["MAX"], "widths": {"min": 2, "max": 32, "num": 9}}}
+    )
     s = adaptive_sweep(exp, tmp_path / "a", LocalExecutor(2))
     assert s["failed"] == 0
     widths = set(collect(tmp_path / "a").width)
@@ -78,10 +111,28 @@ def test_reproduce_writes_claim_verdicts(tmp_path):
     """The README's main job, shrunk: same preset and code path, tiny widths and budget."""
     from .conftest import run_cli
 
-    r = run_cli("reproduce", "quick", "--out", tmp_path / "q", "--workers", "2",
-                "--set", "sweep.widths=[4, 8]", "--set", "sweep.seeds=[0]", "--set", "base.train.steps=60",
-                "--set", "base.train.eval_every=30", "--set", "base.data.per_n=40", "--set", "base.data.eval_count=60",
-                "--set", "base.data.eval_train_count=20")
+    r = run_cli(
+        "reproduce",
+        "quick",
+        "--out",
+        tmp_path / "q",
+        "--workers",
+        "2",
+        "--set",
+        "sweep.widths=[4, 8]",
+        "--set",
+        "sweep.seeds=[0]",
+        "--set",
+        "base.train.steps=60",
+        "--set",
+        "base.train.eval_every=30",
+        "--set",
+        "base.data.per_n=40",
+        "--set",
+        "base.data.eval_count=60",
+        "--set",
+        "base.data.eval_train_count=20",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "C2: " in r.stdout
     html = (tmp_path / "q" / "report" / "index.html").read_text()

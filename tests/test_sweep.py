@@ -18,7 +18,18 @@ from jointtask.sweep.results import collect, status
 from .conftest import ROOT, run_cli
 
 SMOKE = ROOT / "experiments" / "smoke.toml"
-SAME = ["run_id", "mixture", "target_op", "width", "seed", "params", "accuracy", "accuracy_train", "steps", "tokens_seen"]
+SAME = [
+    "run_id",
+    "mixture",
+    "target_op",
+    "width",
+    "seed",
+    "params",
+    "accuracy",
+    "accuracy_train",
+    "steps",
+    "tokens_seen",
+]
 
 
 def table(out):
@@ -94,8 +105,12 @@ def test_one_failing_run_is_reported_and_others_finish(tmp_path):
 def test_run_labels_parse_and_print_back():
     from jointtask.sweep.experiment import Label
 
-    for text, kind in (("ADD+MAX", "mixture"), ("ADD@9000", "control"), ("MAX+MIN>ADD", "transfer"),
-                       ("ADD+MAX@4500", "control")):
+    for text, kind in (
+        ("ADD+MAX", "mixture"),
+        ("ADD@9000", "control"),
+        ("MAX+MIN>ADD", "transfer"),
+        ("ADD+MAX@4500", "control"),
+    ):
         label = Label.parse(text)
         assert str(label) == text and label.kind == kind
     assert Label.parse("max>add").ops == ("ADD",) and Label.parse("max>add").pretrain == ("MAX",)
@@ -107,13 +122,30 @@ def test_planned_runs_carry_their_kind_and_pretraining():
     from jointtask.sweep.experiment import experiment_from_dict
 
     base = {"task": {"modulus": 5, "max_depth": 1}, "train": {"steps": 10}}
-    exp = experiment_from_dict({"name": "k", "base": base, "sweep": {
-        "mixtures": ["ADD", "ADD+MAX"], "widths": [8], "seeds": 1, "budget": "exposure",
-        "transfer": {"pretrain": "MAX", "pretrain_steps": 5}}})
+    exp = experiment_from_dict(
+        {
+            "name": "k",
+            "base": base,
+            "sweep": {
+                "mixtures": ["ADD", "ADD+MAX"],
+                "widths": [8],
+                "seeds": 1,
+                "budget": "exposure",
+                "transfer": {"pretrain": "MAX", "pretrain_steps": 5},
+            },
+        }
+    )
     runs = {r.mixture: r for r in plan(exp)}
     assert {m: r.kind for m, r in runs.items()} == {
-        "ADD": "mixture", "ADD+MAX": "mixture", "ADD@20": "control", "MAX>ADD": "transfer", "MAX>ADD+MAX": "transfer",
-        "ADD@15": "control", "ADD+MAX@25": "control", "MAX@20": "control"}
+        "ADD": "mixture",
+        "ADD+MAX": "mixture",
+        "ADD@20": "control",
+        "MAX>ADD": "transfer",
+        "MAX>ADD+MAX": "transfer",
+        "ADD@15": "control",
+        "ADD+MAX@25": "control",
+        "MAX@20": "control",
+    }
     t = runs["MAX>ADD"]
     assert t.pretrain is not None and t.pretrain.config.task.ops == ["MAX"] and t.pretrain.config.train.steps == 5
     assert t.config.train.steps == 10 and runs["ADD@15"].config.train.steps == 15
@@ -144,12 +176,32 @@ def test_ray_cluster_on_loopback_gives_the_same_table(tmp_path, reference):
         pytest.fail("ray is not installed; scripts/setup.sh installs it")
     # Ray >= 2.59 authenticates with a token; cluster and client must agree on it. An explicit
     # token keeps the test independent of whatever ~/.ray/auth_token this machine holds.
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {
+        **os.environ,
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     port = _free_port()
-    start = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                            "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
-                           env=env, capture_output=True, text=True, timeout=180)
+    start = subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert start.returncode == 0, start.stderr[-2000:]
     try:
         out = tmp_path / "sweep"

@@ -107,8 +107,8 @@ def reduce_tokens(tokens, evaluate):
             while j < len(tokens) and is_value(tokens[j]):
                 j += 1
             if tokens[j] == ")":
-                xs = [value_of(x) for x in tokens[i + 2: j]]
-                return tokens[:i] + [evaluate(t, xs)] + tokens[j + 1:]
+                xs = [value_of(x) for x in tokens[i + 2 : j]]
+                return tokens[:i] + [evaluate(t, xs)] + tokens[j + 1 :]
     raise AssertionError(f"nothing to reduce in {tokens}")
 
 
@@ -130,10 +130,16 @@ def check_chain(tokens, evaluate):
 listops_task = st.builds(
     lambda ops, n, depth, p: TaskConfig(ops=ops, modulus=n, max_depth=depth, p_nest=p),
     st.lists(st.sampled_from(LISTOPS_OPS), min_size=1, max_size=4, unique=True),
-    st.integers(2, 50), st.integers(1, 3), st.sampled_from([0.0, 0.25, 0.6]))
+    st.integers(2, 50),
+    st.integers(1, 3),
+    st.sampled_from([0.0, 0.25, 0.6]),
+)
 perm_task = st.builds(
     lambda ops, k, depth: TaskConfig(ops=ops, degree=k, max_depth=depth, p_nest=0.4),
-    st.lists(st.sampled_from(PERM_OPS), min_size=1, max_size=3, unique=True), st.integers(2, 4), st.integers(1, 3))
+    st.lists(st.sampled_from(PERM_OPS), min_size=1, max_size=3, unique=True),
+    st.integers(2, 4),
+    st.integers(1, 3),
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -294,19 +300,37 @@ def test_cli_data_is_deterministic(tmp_path):
         assert r.returncode == 0, r.stderr
     assert a.read_bytes() == b.read_bytes()
     for split in ("validation", "test"):
-        r = run_cli("data", "--ops", "ADD", "--modulus", "10", "--count", "500", "--split", split, "--unique",
-                    "--out", tmp_path / f"{split}.jsonl")
+        r = run_cli(
+            "data",
+            "--ops",
+            "ADD",
+            "--modulus",
+            "10",
+            "--count",
+            "500",
+            "--split",
+            split,
+            "--unique",
+            "--out",
+            tmp_path / f"{split}.jsonl",
+        )
         assert r.returncode == 0, r.stderr
-    keys = {s: {json.loads(x)["expression"] for x in (tmp_path / f"{s}.jsonl").read_text().splitlines()}
-            for s in ("validation", "test")}
+    keys = {
+        s: {json.loads(x)["expression"] for x in (tmp_path / f"{s}.jsonl").read_text().splitlines()}
+        for s in ("validation", "test")
+    }
     assert keys["validation"] and keys["test"] and not keys["validation"] & keys["test"]
     r = run_cli("data", "--ops", "ADD", "--modulus", "10", "--split", "holdout", "--out", tmp_path / "x.jsonl")
     assert r.returncode == 2 and "split" in r.stderr
     rows = [json.loads(line) for line in a.read_text().splitlines()]
     assert len(rows) == 300
-    assert all(r["prompt"] == r["tokens"][: r["tokens"].index("=") + 1] and r["answer"] == r["tokens"][-2] for r in rows)
+    assert all(
+        r["prompt"] == r["tokens"][: r["tokens"].index("=") + 1] and r["answer"] == r["tokens"][-2] for r in rows
+    )
     r = run_cli("data", "--ops", "PMUL", "--degree", "4", "--count", "5", "--out", tmp_path / "p.jsonl")
-    assert r.returncode == 0 and json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])["answer"].startswith("p")
+    assert r.returncode == 0 and json.loads((tmp_path / "p.jsonl").read_text().splitlines()[0])["answer"].startswith(
+        "p"
+    )
 
 
 def test_a_new_family_is_one_class():
@@ -320,8 +344,10 @@ def test_a_new_family_is_one_class():
 
     class Bits(Family):
         name, parameter = "bits", "modulus"
-        OPS = {"XOR": Op(lambda f, xs: functools.reduce(operator.xor, xs), "multiset"),
-               "SUB": Op(lambda f, xs: (xs[0] - sum(xs[1:])) % f.size, "ordered")}
+        OPS = {
+            "XOR": Op(lambda f, xs: functools.reduce(operator.xor, xs), "multiset"),
+            "SUB": Op(lambda f, xs: (xs[0] - sum(xs[1:])) % f.size, "ordered"),
+        }
 
         @classmethod
         def check(cls, size):

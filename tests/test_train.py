@@ -26,15 +26,26 @@ def test_max_mod10_learns(tmp_path):
 
 
 def test_resume_continues_exactly(tmp_path):
-    overrides = ["task.ops=['ADD','MAX']", "task.modulus=7", "train.steps=40", "train.eval_every=10",
-                 "train.checkpoint_every=10", "train.early_stop=false", "model.width=16", "data.per_n=40",
-                 "data.eval_count=30", "data.eval_train_count=10"]
+    overrides = [
+        "task.ops=['ADD','MAX']",
+        "task.modulus=7",
+        "train.steps=40",
+        "train.eval_every=10",
+        "train.checkpoint_every=10",
+        "train.early_stop=false",
+        "model.width=16",
+        "data.per_n=40",
+        "data.eval_count=30",
+        "data.eval_train_count=10",
+    ]
     cfg = load_config(MAX10, overrides)
     full = train_run(cfg, tmp_path / "full", quiet=True)
     assert train_run(cfg, tmp_path / "part", stop_after=25, quiet=True) is None
     resumed = train_run(cfg, tmp_path / "part", resume=True, quiet=True)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
-    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "part" / "metrics.jsonl"))
+    assert strip(read_jsonl(tmp_path / "full" / "metrics.jsonl")) == strip(
+        read_jsonl(tmp_path / "part" / "metrics.jsonl")
+    )
     for key in ("accuracy", "accuracy_train", "final_loss", "tokens_seen", "steps"):
         assert getattr(full, key) == getattr(resumed, key)
 
@@ -46,25 +57,28 @@ def _assert_clean_error(r, needle):
     assert needle in lines[0], lines[0]
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--set", "task.ops=['FOO']"], "unknown operation 'FOO'"),
-    (["--set", "task.modulus=1"], "modulus must be >= 2"),
-    (["--set", "task.ops=['PMUL']", "--set", "task.degree=1"], "degree"),
-    (["--set", "data.per_n=-3"], "per_n"),
-    (["--set", "model.width=30", "--set", "model.heads=4"], "divisible"),
-    (["--set", "train.stpes=10"], "train.stpes: unknown key"),
-    (["--set", "nonsense"], "key=value"),
-    (["--set", "train.packing='windows'"], "needs train.loss_on = 'all'"),
-    (["--set", "train.lr=inf"], "lr must be a finite number"),
-    (["--set", "train.lr=nan"], "lr must be a finite number"),
-    (["--set", "train.weight_decay=nan"], "weight_decay must be a finite number"),
-    (["--set", "train.beta1=5"], "beta1 must be in [0, 1)"),
-    (["--set", "train.beta2=1.0"], "beta2 must be in [0, 1)"),
-    (["--set", "train.device='gpu'"], "train.device must be"),
-    (["--set", "model.width=true"], "width must be a number, got true"),
-    (["--set", "data.eval_count=0"], "eval_count must be >= 1"),
-    (["--set", "seed=-2"], "seed must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--set", "task.ops=['FOO']"], "unknown operation 'FOO'"),
+        (["--set", "task.modulus=1"], "modulus must be >= 2"),
+        (["--set", "task.ops=['PMUL']", "--set", "task.degree=1"], "degree"),
+        (["--set", "data.per_n=-3"], "per_n"),
+        (["--set", "model.width=30", "--set", "model.heads=4"], "divisible"),
+        (["--set", "train.stpes=10"], "train.stpes: unknown key"),
+        (["--set", "nonsense"], "key=value"),
+        (["--set", "train.packing='windows'"], "needs train.loss_on = 'all'"),
+        (["--set", "train.lr=inf"], "lr must be a finite number"),
+        (["--set", "train.lr=nan"], "lr must be a finite number"),
+        (["--set", "train.weight_decay=nan"], "weight_decay must be a finite number"),
+        (["--set", "train.beta1=5"], "beta1 must be in [0, 1)"),
+        (["--set", "train.beta2=1.0"], "beta2 must be in [0, 1)"),
+        (["--set", "train.device='gpu'"], "train.device must be"),
+        (["--set", "model.width=true"], "width must be a number, got true"),
+        (["--set", "data.eval_count=0"], "eval_count must be >= 1"),
+        (["--set", "seed=-2"], "seed must be >= 0"),
+    ],
+)
 def test_bad_config_values_fail_cleanly(tmp_path, args, needle):
     out = tmp_path / "run"
     r = run_cli("train", MAX10, "--out", out, *args)
@@ -82,7 +96,9 @@ def test_bad_files_fail_cleanly(tmp_path):
     _assert_clean_error(run_cli("train", typo, "--out", tmp_path / "r"), "modle: unknown key")
     assert not (tmp_path / "r").exists()
     _assert_clean_error(run_cli("data", "--ops", "ADD", "--modulus", "1", "--out", tmp_path / "d.jsonl"), "modulus")
-    _assert_clean_error(run_cli("data", "--ops", "ADD", "--modulus", "5", "--count", "-1", "--out", tmp_path / "d.jsonl"), "count")
+    _assert_clean_error(
+        run_cli("data", "--ops", "ADD", "--modulus", "5", "--count", "-1", "--out", tmp_path / "d.jsonl"), "count"
+    )
     assert not (tmp_path / "d.jsonl").exists()
 
 
@@ -97,8 +113,17 @@ def test_corrupt_checkpoint_fails_cleanly(tmp_path):
 
 def test_windowed_baseline_recipe_runs(tmp_path):
     """The naive recipe (packed 128-token windows, loss on all tokens) as a config of the trainer."""
-    cfg = load_config(MAX10, ["train.packing='windows'", "train.loss_on='all'", "train.batch_size=8", "train.steps=20",
-                             "train.eval_every=10", "train.early_stop=false"])
+    cfg = load_config(
+        MAX10,
+        [
+            "train.packing='windows'",
+            "train.loss_on='all'",
+            "train.batch_size=8",
+            "train.steps=20",
+            "train.eval_every=10",
+            "train.early_stop=false",
+        ],
+    )
     result = train_run(cfg, tmp_path / "w", quiet=True)
     assert result.steps == 20 and result.tokens_seen == 20 * 8 * 128
     losses = [r["loss"] for r in read_jsonl(tmp_path / "w" / "metrics.jsonl")]

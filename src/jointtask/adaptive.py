@@ -35,8 +35,9 @@ def width_for_params(p: float, cfg, heads: int) -> int:
     return best
 
 
-def adaptive_sweep(exp: Experiment, out: str | Path, executor, progress=None, rounds: int = 1,
-                   replan: bool = False) -> dict:
+def adaptive_sweep(
+    exp: Experiment, out: str | Path, executor, progress=None, rounds: int = 1, replan: bool = False
+) -> dict:
     out = Path(out)
     grid = exp.sweep.width_list()
     coarse = sorted({grid[0], int(round(np.sqrt(grid[0] * grid[-1]))), grid[-1]})

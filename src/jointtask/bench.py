@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .fileio import atomic_write_json
 from .sweep.runner import processor
 from .model import LoopedTransformer, ModelConfig
-from .tasks.dataset import build_task_data, context_length
+from .tasks.dataset import TaskData, build_task_data, context_length
 from .tasks.spec import DataConfig, TaskConfig
 from .train.config import RunConfig
 from .train.loop import batch_indices, make_batch, make_optimizer, optimisation_step
@@ -59,10 +59,10 @@ def cpu_flags() -> list[str]:
 
 def peak_flops(seconds: float = 1.0, n: int = 512) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+    torch.mm(a, b)  # warm-up
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
-        a @ b
+        torch.mm(a, b)
         count += 1
     return 2 * n**3 * count / (time.perf_counter() - t0)
 
@@ -106,7 +106,7 @@ def _time_steps(step, seconds: float) -> tuple[float, int]:
     return time.perf_counter() - t0, tokens
 
 
-def bench_task() -> tuple[TaskConfig, object]:
+def bench_task() -> tuple[TaskConfig, TaskData]:
     task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=10, max_depth=2)
     return task, build_task_data(task, DataConfig(per_n=500, eval_count=1, eval_train_count=0), 0)
 
@@ -133,9 +133,9 @@ def measure(loop: str, width: int, seconds: float) -> dict:
         opt = torch.optim.AdamW(naive.parameters(), lr=5e-4)
         rng = np.random.default_rng(0)
 
-        def step():
+        def naive_step():
             starts = rng.integers(0, len(stream) - 129, size=64)
-            chunk = torch.from_numpy(np.stack([stream[s: s + 129] for s in starts]))
+            chunk = torch.from_numpy(np.stack([stream[s : s + 129] for s in starts]))
             logits = naive(chunk[:, :-1])
             loss = F.cross_entropy(logits.reshape(-1, vocab), chunk[:, 1:].reshape(-1))
             opt.zero_grad(set_to_none=True)
@@ -144,7 +144,7 @@ def measure(loop: str, width: int, seconds: float) -> dict:
             opt.step()
             return 64 * 128
 
-        seconds_taken, tokens = _time_steps(step, seconds)
+        seconds_taken, tokens = _time_steps(naive_step, seconds)
         context = 64.5  # mean causal context of a 128-token window
     else:  # the trainer's own step, batch building included
         opt = make_optimizer(ours, cfg)
@@ -152,13 +152,19 @@ def measure(loop: str, width: int, seconds: float) -> dict:
         contexts = []  # per token: the keys its query needs (its causal context within its example)
 
         def step():
-            b = make_batch(data.train, batch_indices(0, state["step"], len(data.train), cfg.train.batch_size),
-                           "answer", "cpu", cfg.train.pack)
+            b = make_batch(
+                data.train,
+                batch_indices(0, state["step"], len(data.train), cfg.train.batch_size),
+                "answer",
+                "cpu",
+                cfg.train.pack,
+            )
             state["step"] += 1
             if b.packing is None:
                 contexts.append(float(b.inputs.shape[1] + 1) / 2)
             else:  # padding sits at position 0 of no example: each padding slot adds 1 to the sum
                 n_pad = len(b.inputs) - b.n_tokens
+                assert b.positions is not None
                 contexts.append(float((b.positions + 1).sum() - n_pad) / b.n_tokens)
             optimisation_step(ours, opt, b, cfg.train.grad_clip)
             return b.n_tokens
@@ -166,8 +172,11 @@ def measure(loop: str, width: int, seconds: float) -> dict:
         seconds_taken, tokens = _time_steps(step, seconds)
         context = float(np.mean(contexts))
     tok_s = tokens / seconds_taken
-    return {"tok_s": tok_s, "flops": tok_s * flops_per_token(ours, context),
-            "peak_flops": max(peak_before, peak_flops(peak_seconds))}
+    return {
+        "tok_s": tok_s,
+        "flops": tok_s * flops_per_token(ours, context),
+        "peak_flops": max(peak_before, peak_flops(peak_seconds)),
+    }
 
 
 def _in_fresh_process(*args) -> dict:
@@ -181,32 +190,51 @@ def bench_width(width: int, seconds: float, rounds: int = 3) -> dict:
     for _ in range(rounds):
         runs["ours"].append(_in_fresh_process("ours", width, seconds))
         runs["naive"].append(_in_fresh_process("naive", width, seconds))
-    med = {k: {key: float(np.median([r[key] for r in v])) for key in ("tok_s", "flops", "peak_flops")}
-           for k, v in runs.items()}
+    med = {
+        k: {key: float(np.median([r[key] for r in v])) for key in ("tok_s", "flops", "peak_flops")}
+        for k, v in runs.items()
+    }
     o, n = med["ours"], med["naive"]
-    return {"ours_tok_s": o["tok_s"], "naive_tok_s": n["tok_s"], "ratio": o["tok_s"] / n["tok_s"],
-            "ratio_per_round": [a["tok_s"] / b["tok_s"] for a, b in zip(runs["ours"], runs["naive"])],
-            "peak_fraction": o["flops"] / o["peak_flops"], "naive_peak_fraction": n["flops"] / n["peak_flops"],
-            "peak_flops": o["peak_flops"], "naive_peak_flops": n["peak_flops"]}
+    return {
+        "ours_tok_s": o["tok_s"],
+        "naive_tok_s": n["tok_s"],
+        "ratio": o["tok_s"] / n["tok_s"],
+        "ratio_per_round": [a["tok_s"] / b["tok_s"] for a, b in zip(runs["ours"], runs["naive"])],
+        "peak_fraction": o["flops"] / o["peak_flops"],
+        "naive_peak_fraction": n["flops"] / n["peak_flops"],
+        "peak_flops": o["peak_flops"],
+        "naive_peak_flops": n["peak_flops"],
+    }
 
 
 def recommendation(widths: dict) -> str:
     slower = [w for w, r in widths.items() if r["ratio"] < 1.0]
     if not slower:
         return f"{PATH}: at least as fast as the naive loop at every width measured"
-    return (f"{PATH} is the only training path; it measured slower than the naive loop at width(s) "
-            f"{', '.join(slower)} here: report this machine (docs/performance.md)")
+    return (
+        f"{PATH} is the only training path; it measured slower than the naive loop at width(s) "
+        f"{', '.join(slower)} here: report this machine (docs/performance.md)"
+    )
 
 
 def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
     torch.set_num_threads(1)
     seconds, rounds = (2.0, 2) if quick else (5.0, 3)
-    out = {"machine": {"platform": platform.platform(), "processor": processor(), "vector_extensions": cpu_flags(),
-                       "torch": torch.__version__, "threads": 1},
-           "path": PATH, "task": "ADD+MAX+MED mod 10, depth 2", "seconds_per_measurement": seconds,
-           "rounds": rounds,
-           "peak": "FP32 512x512 matmul on one thread, in each measurement's process before and after it",
-           "widths": {str(w): bench_width(w, seconds, rounds) for w in widths}}
+    out = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": processor(),
+            "vector_extensions": cpu_flags(),
+            "torch": torch.__version__,
+            "threads": 1,
+        },
+        "path": PATH,
+        "task": "ADD+MAX+MED mod 10, depth 2",
+        "seconds_per_measurement": seconds,
+        "rounds": rounds,
+        "peak": "FP32 512x512 matmul on one thread, in each measurement's process before and after it",
+        "widths": {str(w): bench_width(w, seconds, rounds) for w in widths},
+    }
     out["peak_flops"] = max(r["peak_flops"] for r in out["widths"].values())
     out["recommendation"] = recommendation(out["widths"])
     return out

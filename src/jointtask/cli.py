@@ -15,8 +15,12 @@ import typer
 
 from .errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Joint task training of small looped transformers: tasks, runs, sweeps, analysis.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Joint task training of small looped transformers: tasks, runs, sweeps, analysis.",
+)
 
 
 @app.command()
@@ -79,8 +83,10 @@ def sweep(
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set base.train.steps=100"),
     adaptive: bool = typer.Option(False, help="locate each transition with an adaptive width search"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (sets base.train.device)"),
-    replan: bool = typer.Option(False, help="OUT holds another experiment: start a new plan there (old runs are kept "
-                                            "on disk but no longer collected)"),
+    replan: bool = typer.Option(
+        False,
+        help="OUT holds another experiment: start a new plan there (old runs are kept on disk but no longer collected)",
+    ),
 ):
     """Run (or resume) every run of an experiment; exits 1 if any run failed."""
     from .sweep.executors import make_executor
@@ -134,11 +140,15 @@ def status(sweep_dir: Path = typer.Argument(...), json_: bool = typer.Option(Fal
     if json_:
         typer.echo(json.dumps(s, indent=1))
         return
-    typer.echo(f"{s['total']} runs: {s['done']} done, {s['running']} running, {s['interrupted']} interrupted, "
-               f"{s['failed']} failed, {s['pending']} pending, {s['corrupt']} corrupt (recomputed by the next sweep)"
-               + ("" if s["driver_running"] else " (no sweep driver running)"))
+    typer.echo(
+        f"{s['total']} runs: {s['done']} done, {s['running']} running, {s['interrupted']} interrupted, "
+        f"{s['failed']} failed, {s['pending']} pending, {s['corrupt']} corrupt (recomputed by the next sweep)"
+        + ("" if s["driver_running"] else " (no sweep driver running)")
+    )
     for a in s["active"]:
-        typer.echo(f"  {a['state']}: {a['run_id']} {a['mixture']} width {a['width']} seed {a['seed']} step {a['step']}/{a['steps']}")
+        typer.echo(
+            f"  {a['state']}: {a['run_id']} {a['mixture']} width {a['width']} seed {a['seed']} step {a['step']}/{a['steps']}"
+        )
     for f in s["failures"]:
         typer.echo(f"  failed: {f['run_id']} {f['error']}")
 
@@ -163,8 +173,15 @@ def transition(
     for col in ("params", "accuracy"):
         if not _numeric(df[col]):
             raise UserError(f"column {col!r} of {str(points)!r} holds values that are not numbers")
-    t = fit_transition(df.params.astype(float), df.accuracy.astype(float), df.seed, n_boot=n_boot, frac=frac,
-                       learned_floor=learned_floor, success=success)
+    t = fit_transition(
+        df.params.astype(float),
+        df.accuracy.astype(float),
+        df.seed,
+        n_boot=n_boot,
+        frac=frac,
+        learned_floor=learned_floor,
+        success=success,
+    )
     typer.echo(json.dumps(t.to_dict(), indent=2))
 
 
@@ -261,11 +278,15 @@ def bench(
 
     res = write_bench(out, quick)
     m = res["machine"]
-    typer.echo(f"{m['processor']} ({', '.join(m['vector_extensions']) or 'no vector extensions reported'}), "
-               f"torch {m['torch']}, one thread; path: {res['path']}")
+    typer.echo(
+        f"{m['processor']} ({', '.join(m['vector_extensions']) or 'no vector extensions reported'}), "
+        f"torch {m['torch']}, one thread; path: {res['path']}"
+    )
     for w, r in res["widths"].items():
-        typer.echo(f"width {w:>4}: ours {r['ours_tok_s']:>9.0f} tok/s, naive {r['naive_tok_s']:>9.0f} tok/s, "
-                   f"ratio {r['ratio']:.2f}, {r['peak_fraction']:.1%} of peak")
+        typer.echo(
+            f"width {w:>4}: ours {r['ours_tok_s']:>9.0f} tok/s, naive {r['naive_tok_s']:>9.0f} tok/s, "
+            f"ratio {r['ratio']:.2f}, {r['peak_fraction']:.1%} of peak"
+        )
     typer.echo(f"recommended: {res['recommendation']}")
 
 

@@ -124,7 +124,7 @@ class Attention(nn.Module):
             return self.proj(self.attend(qkv, pattern=pattern))
         out, start = [], 0  # x flat [N, d]: each group of rows attends on its own, masked
         for rows, T, mask in zip(packing.row_counts, packing.row_lengths, packing.masks):
-            out.append(self.attend(qkv[start: start + rows * T].view(rows, T, -1), mask, pattern).view(rows * T, -1))
+            out.append(self.attend(qkv[start : start + rows * T].view(rows, T, -1), mask, pattern).view(rows * T, -1))
             start += rows * T
         return self.proj(out[0] if len(out) == 1 else torch.cat(out))
 
@@ -197,8 +197,13 @@ class LoopedTransformer(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
-    def residual(self, idx: torch.Tensor, pos: torch.Tensor | None = None, packing: Packing | None = None,
-                 at: torch.Tensor | None = None) -> torch.Tensor:
+    def residual(
+        self,
+        idx: torch.Tensor,
+        pos: torch.Tensor | None = None,
+        packing: Packing | None = None,
+        at: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The final residual stream after LayerNorm: [B, T, d] for [B, T] ids, or [N, d] for
         packed examples (flat [N] ids, `pos` the position of each token in its example).
         With `at` (flat token indices into B * T or N), only those tokens: [len(at), d]."""

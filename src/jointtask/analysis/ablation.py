@@ -42,11 +42,22 @@ def ablation_table(model, es: EncodedSet, vocab) -> list[dict]:
             passes = range(n_passes) if where == "all" else [where]
             names = [f"passes.{p}.hook_{kind}_out" for p in passes]
             for mode in ("zero", "mean"):
-                fn = (lambda n: (lambda a, hook: torch.zeros_like(a))) if mode == "zero" else \
-                    (lambda n: (lambda a, hook, m=means[n]: m.expand_as(a).clone()))
+                fn = (
+                    (lambda n: lambda a, hook: torch.zeros_like(a))
+                    if mode == "zero"
+                    else (lambda n: lambda a, hook, m=means[n]: m.expand_as(a).clone())
+                )
                 with model.hooks([(n, fn(n)) for n in names]):
                     acc = accuracy(model, es, vocab)
-                rows.append({"sublayer": kind, "pass": str(where), "mode": mode, "accuracy": acc,
-                             "drop": base - acc, "baseline": base,
-                             "update_norm": float(np.mean([norms[n] for n in names]))})
+                rows.append(
+                    {
+                        "sublayer": kind,
+                        "pass": str(where),
+                        "mode": mode,
+                        "accuracy": acc,
+                        "drop": base - acc,
+                        "baseline": base,
+                        "update_norm": float(np.mean([norms[n] for n in names])),
+                    }
+                )
     return rows

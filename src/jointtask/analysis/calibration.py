@@ -59,5 +59,11 @@ def calibrate(reps: int, n_boot: int, sizes=None, seeds: int = 8, ratio: float =
         for prefix in ("", "p50_"):
             if r[f"{prefix}verdict"] in ("benefit", "harm"):
                 out[f"{prefix}{r[prefix + 'verdict']}"] += 1
-    return {"reps": reps, "n_boot": n_boot, "seeds": seeds, "widths": len(sizes), "ratio": ratio,
-            **{k: v / reps for k, v in out.items()}}
+    return {
+        "reps": reps,
+        "n_boot": n_boot,
+        "seeds": seeds,
+        "widths": len(sizes),
+        "ratio": ratio,
+        **{k: v / reps for k, v in out.items()},
+    }

@@ -62,35 +62,108 @@ class Claim:
 
 
 CLAIMS = [
-    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "quick", "mod 10, depth 1, equal steps",
-          "jointtask reproduce quick --out runs/quick", mixture="ADD+MAX+MED"),
-    Claim("C1", "MAX, MIN, MED easy; ADD hardest", "cpu-claims", "mod 10, depth 1",
-          "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims"),
-    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "cpu-claims", "mod 10, depth 1, equal steps",
-          "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", mixture="ADD+MAX+MED"),
-    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "cpu-exposure",
-          "mod 10, depth 1, equal exposure", "jointtask sweep experiments/cpu/exposure.toml --out runs/cpu-exposure",
-          mixture="ADD+MAX+MED"),
-    Claim("C2", "ADD+MAX+MED lowers ADD's transition 2-7x", "device-c2", "mod 20, depth 1, equal steps (GPU)",
-          "jointtask sweep experiments/paper/device-c2.toml --out runs/device-c2", mixture="ADD+MAX+MED"),
-    Claim("C3", "ADD+PROD (n=20) lowers ADD's transition ~3.6x", "cpu-add-prod-mod10", "mod 10 analogue",
-          "jointtask sweep experiments/cpu/add-prod-mod10.toml --out runs/cpu-add-prod-mod10", mixture="ADD+PROD"),
-    Claim("C3", "ADD+PROD (n=20) lowers ADD's transition ~3.6x", "device-c3", "mod 20 (GPU)",
-          "jointtask sweep experiments/paper/device-c3.toml --out runs/device-c3", mixture="ADD+PROD"),
-    Claim("C4", "ADD+PROD with a prime modulus: no benefit", "cpu-add-prod-mod11", "mod 11 analogue",
-          "jointtask sweep experiments/cpu/add-prod-mod11.toml --out runs/cpu-add-prod-mod11", mixture="ADD+PROD",
-          expects="no benefit"),
-    Claim("C5", "ADD+NADD: no benefit", "cpu-claims", "mod 10, depth 1",
-          "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", mixture="ADD+NADD", expects="no benefit"),
-    Claim("C6", "shuffled ADD with easy ops: no benefit", "cpu-claims", "mod 10, depth 1",
-          "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims", target="SADD", baseline="SADD",
-          mixture="SADD+MAX+MED", expects="no benefit"),
-    Claim("C7", "permutation products easier with compatible easy tasks", "device-c7", "S_4 (GPU)",
-          "jointtask sweep experiments/paper/device-c7.toml --out runs/device-c7", target="PMUL", baseline="PMUL",
-          mixture="PMUL+PMAX+PMIN"),
-    Claim("C9", "MAX+MED pretraining, then ADD, learns smaller (~7x)", "cpu-transfer",
-          "mod 10, 1,500 pretraining + 3,000 ADD steps", "jointtask sweep experiments/cpu/transfer.toml --out runs/cpu-transfer",
-          mixture="MAX+MED>ADD"),
+    Claim(
+        "C2",
+        "ADD+MAX+MED lowers ADD's transition 2-7x",
+        "quick",
+        "mod 10, depth 1, equal steps",
+        "jointtask reproduce quick --out runs/quick",
+        mixture="ADD+MAX+MED",
+    ),
+    Claim(
+        "C1",
+        "MAX, MIN, MED easy; ADD hardest",
+        "cpu-claims",
+        "mod 10, depth 1",
+        "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",
+    ),
+    Claim(
+        "C2",
+        "ADD+MAX+MED lowers ADD's transition 2-7x",
+        "cpu-claims",
+        "mod 10, depth 1, equal steps",
+        "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",
+        mixture="ADD+MAX+MED",
+    ),
+    Claim(
+        "C2",
+        "ADD+MAX+MED lowers ADD's transition 2-7x",
+        "cpu-exposure",
+        "mod 10, depth 1, equal exposure",
+        "jointtask sweep experiments/cpu/exposure.toml --out runs/cpu-exposure",
+        mixture="ADD+MAX+MED",
+    ),
+    Claim(
+        "C2",
+        "ADD+MAX+MED lowers ADD's transition 2-7x",
+        "device-c2",
+        "mod 20, depth 1, equal steps (GPU)",
+        "jointtask sweep experiments/paper/device-c2.toml --out runs/device-c2",
+        mixture="ADD+MAX+MED",
+    ),
+    Claim(
+        "C3",
+        "ADD+PROD (n=20) lowers ADD's transition ~3.6x",
+        "cpu-add-prod-mod10",
+        "mod 10 analogue",
+        "jointtask sweep experiments/cpu/add-prod-mod10.toml --out runs/cpu-add-prod-mod10",
+        mixture="ADD+PROD",
+    ),
+    Claim(
+        "C3",
+        "ADD+PROD (n=20) lowers ADD's transition ~3.6x",
+        "device-c3",
+        "mod 20 (GPU)",
+        "jointtask sweep experiments/paper/device-c3.toml --out runs/device-c3",
+        mixture="ADD+PROD",
+    ),
+    Claim(
+        "C4",
+        "ADD+PROD with a prime modulus: no benefit",
+        "cpu-add-prod-mod11",
+        "mod 11 analogue",
+        "jointtask sweep experiments/cpu/add-prod-mod11.toml --out runs/cpu-add-prod-mod11",
+        mixture="ADD+PROD",
+        expects="no benefit",
+    ),
+    Claim(
+        "C5",
+        "ADD+NADD: no benefit",
+        "cpu-claims",
+        "mod 10, depth 1",
+        "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",
+        mixture="ADD+NADD",
+        expects="no benefit",
+    ),
+    Claim(
+        "C6",
+        "shuffled ADD with easy ops: no benefit",
+        "cpu-claims",
+        "mod 10, depth 1",
+        "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",
+        target="SADD",
+        baseline="SADD",
+        mixture="SADD+MAX+MED",
+        expects="no benefit",
+    ),
+    Claim(
+        "C7",
+        "permutation products easier with compatible easy tasks",
+        "device-c7",
+        "S_4 (GPU)",
+        "jointtask sweep experiments/paper/device-c7.toml --out runs/device-c7",
+        target="PMUL",
+        baseline="PMUL",
+        mixture="PMUL+PMAX+PMIN",
+    ),
+    Claim(
+        "C9",
+        "MAX+MED pretraining, then ADD, learns smaller (~7x)",
+        "cpu-transfer",
+        "mod 10, 1,500 pretraining + 3,000 ADD steps",
+        "jointtask sweep experiments/cpu/transfer.toml --out runs/cpu-transfer",
+        mixture="MAX+MED>ADD",
+    ),
 ]
 
 
@@ -117,8 +190,11 @@ def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, bool]:
         parts.append(f"{seeds}x{widths}")
         ws |= set(g.width)
     span = f"widths {min(ws)}-{max(ws)}, " if ws else ""
-    text = f"{span}seeds x widths {' / '.join(parts)}; " + ("test unseen up to argument order" if "test_scored" in df
-                                                      else "old split (test prompts may reorder training prompts)")
+    text = f"{span}seeds x widths {' / '.join(parts)}; " + (
+        "test unseen up to argument order"
+        if "test_scored" in df
+        else "old split (test prompts may reorder training prompts)"
+    )
     return text, ok
 
 
@@ -127,11 +203,17 @@ def _claim_verdict(c: Claim, r: dict, decided: bool) -> str:
         return "not decided (design too small or old split)"
     v = r["verdict"]
     if c.expects == "benefit":
-        out = {"benefit": "reproduced", "no benefit": "not reproduced (no benefit)", "harm": "not reproduced (harm)"}.get(
-            v, "inconclusive")
+        out = {
+            "benefit": "reproduced",
+            "no benefit": "not reproduced (no benefit)",
+            "harm": "not reproduced (harm)",
+        }.get(v, "inconclusive")
     else:
-        out = {"no benefit": "reproduced", "harm": "consistent (a cost, not only no benefit)",
-               "benefit": "not reproduced (a benefit)"}.get(v, "inconclusive")
+        out = {
+            "no benefit": "reproduced",
+            "harm": "consistent (a cost, not only no benefit)",
+            "benefit": "not reproduced (a benefit)",
+        }.get(v, "inconclusive")
     if r["p50_verdict"] != v:
         out += f"; P50 view: {r['p50_verdict']}"
     return out
@@ -158,17 +240,27 @@ def claim_row(c: Claim, df: pd.DataFrame, n_boot: int = 1000) -> dict:
             ours, verdict = "no fit (design too small)", "not decided"
         else:
             r = joint_benefit(fits[curves[0]], fits[curves[1]])
-            ours = (f"ratio P* {fmt_interval(r['ratio'], r['ci_low'], r['ci_high'], kind=r['kind'])}, "
-                    f"P50 {fmt_interval(r['p50_ratio'], r['p50_ci_low'], r['p50_ci_high'], kind=r['p50_kind'])}; "
-                    f"P*({c.target}) {_pstar(fits[curves[0]])} alone, {_pstar(fits[curves[1]])} in {c.mixture}")
+            ours = (
+                f"ratio P* {fmt_interval(r['ratio'], r['ci_low'], r['ci_high'], kind=r['kind'])}, "
+                f"P50 {fmt_interval(r['p50_ratio'], r['p50_ci_low'], r['p50_ci_high'], kind=r['p50_kind'])}; "
+                f"P*({c.target}) {_pstar(fits[curves[0]])} alone, {_pstar(fits[curves[1]])} in {c.mixture}"
+            )
             verdict = _claim_verdict(c, r, ok)
-    return {"claim": c.claim, "the paper": c.paper, "ours, 95% interval": ours, "scale": c.scale,
-            "design": text, "verdict": verdict, "source": c.source, "command": c.command}
+    return {
+        "claim": c.claim,
+        "the paper": c.paper,
+        "ours, 95% interval": ours,
+        "scale": c.scale,
+        "design": text,
+        "verdict": verdict,
+        "source": c.source,
+        "command": c.command,
+    }
 
 
 def _pstar(t) -> str:
     f = t.pstar
-    return fmt_interval(f.value, *t.pstar_ci, f.censored, f.p_min, f.p_max)
+    return fmt_interval(f.value, t.pstar_ci[0], t.pstar_ci[1], f.censored, f.p_min, f.p_max)
 
 
 def _difficulty(df: pd.DataFrame, n_boot: int) -> tuple[str, str, str]:
@@ -182,10 +274,17 @@ def _difficulty(df: pd.DataFrame, n_boot: int) -> tuple[str, str, str]:
     t = {op: fits[(op, op)] for op in ops}
     ours = "; ".join(f"P*({op}) {_pstar(t[op])}" for op in ops)
     # ADD is harder when its interval lies above both easy ops' intervals (censored below: the smallest size)
-    low_add = t["ADD"].pstar_ci[0] if t["ADD"].pstar.censored == "none" else (
-        t["ADD"].pstar.p_max if t["ADD"].pstar.censored == "above" else None)
-    high_easy = [t[op].pstar_ci[1] if t[op].pstar.censored == "none" else
-                 (t[op].pstar.p_min if t[op].pstar.censored == "below" else math.inf) for op in ("MAX", "MED")]
+    low_add = (
+        t["ADD"].pstar_ci[0]
+        if t["ADD"].pstar.censored == "none"
+        else (t["ADD"].pstar.p_max if t["ADD"].pstar.censored == "above" else None)
+    )
+    high_easy = [
+        t[op].pstar_ci[1]
+        if t[op].pstar.censored == "none"
+        else (t[op].pstar.p_min if t[op].pstar.censored == "below" else math.inf)
+        for op in ("MAX", "MED")
+    ]
     harder = low_add is not None and all(h is not None and low_add > h for h in high_easy)
     verdict = ("reproduced" if harder else "inconclusive") if ok else "not decided (design too small or old split)"
     return text, ours, verdict

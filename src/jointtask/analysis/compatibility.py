@@ -29,8 +29,16 @@ def _inputs(n_values: int, min_args: int, max_args: int, limit: int, rng) -> lis
     return out
 
 
-def compatibility(target: str, companions: list[str], modulus: int | None = None, degree: int | None = None,
-                  min_args: int = 2, max_args: int = 3, seed: int = 0, limit: int = 20000) -> dict:
+def compatibility(
+    target: str,
+    companions: list[str],
+    modulus: int | None = None,
+    degree: int | None = None,
+    min_args: int = 2,
+    max_args: int = 3,
+    seed: int = 0,
+    limit: int = 20000,
+) -> dict:
     task = TaskConfig(ops=[target, *companions], modulus=modulus, degree=degree, sadd_seed=seed)
     fam = task.family(seed)
     xs = _inputs(fam.n_values, min_args, max_args, limit, np.random.default_rng(seed))

@@ -52,19 +52,23 @@ def separation(coords: np.ndarray, labels, n_perm: int = 999, seed: int = 0) -> 
 
 
 def ordering(coords: np.ndarray, values) -> float:
-    rho = spearmanr(np.asarray(values), coords[:, 0]).statistic
+    rho = float(getattr(spearmanr(np.asarray(values), coords[:, 0]), "statistic"))
     return float(abs(rho)) if np.isfinite(rho) else 0.0
 
 
 def embedding_structure(emb: np.ndarray, family, k: int = 3, n_perm: int = 999) -> dict:
     coords, var = pca_of_similarity(emb, k)
     labels = family.labellings()
-    return {"coords": coords, "explained_variance": var, "similarity": cosine_similarity_matrix(emb),
-            "ordering": ordering(coords, np.arange(len(emb))),
-            "separation": {name: separation(coords, lab, n_perm) for name, lab in labels.items()},
-            "labels": labels}
+    return {
+        "coords": coords,
+        "explained_variance": var,
+        "similarity": cosine_similarity_matrix(emb),
+        "ordering": ordering(coords, np.arange(len(emb))),
+        "separation": {name: separation(coords, lab, n_perm) for name, lab in labels.items()},
+        "labels": labels,
+    }
 
 
 def number_embeddings(model, vocab) -> np.ndarray:
     w = model.tok_embed.weight.detach().cpu().numpy()
-    return w[vocab.value_offset: vocab.value_offset + vocab.family.n_values]
+    return w[vocab.value_offset : vocab.value_offset + vocab.family.n_values]

@@ -45,8 +45,12 @@ def representative_runs(out: Path, df: pd.DataFrame, width: int | None = None) -
     for mixture, g in done.groupby("mixture"):
         g = g[g.width == width] if (g.width == width).any() else g[g.width == g.width.max()]
         row = g.sort_values("seed").iloc[0]
-        out_runs[mixture] = {"run_id": row.run_id, "width": int(row.width), "seed": int(row.seed),
-                             "targets": list(row.targets)}
+        out_runs[mixture] = {
+            "run_id": row.run_id,
+            "width": int(row.width),
+            "seed": int(row.seed),
+            "targets": list(row.targets),
+        }
     return out_runs
 
 
@@ -54,8 +58,10 @@ def embeddings_for(out: Path, reps: dict, n_perm: int = 999) -> dict:
     res = {}
     for mixture, r in reps.items():
         cfg, data, model = load_run(out / "runs" / r["run_id"])
-        res[mixture] = {**r, **embedding_structure(number_embeddings(model, data.vocab), data.vocab.family,
-                                                   n_perm=n_perm)}
+        res[mixture] = {
+            **r,
+            **embedding_structure(number_embeddings(model, data.vocab), data.vocab.family, n_perm=n_perm),
+        }
     return res
 
 
@@ -63,9 +69,18 @@ def embedding_table(emb: dict) -> pd.DataFrame:
     rows = []
     for mixture, e in emb.items():
         for label, s in e["separation"].items():
-            rows.append({"mixture": mixture, "width": e["width"], "seed": e["seed"], "labelling": label,
-                         "separation": s["score"], "p_value": s["p_value"], "ordering_pc1": e["ordering"],
-                         "pc_variance": ",".join(f"{v:.2f}" for v in e["explained_variance"])})
+            rows.append(
+                {
+                    "mixture": mixture,
+                    "width": e["width"],
+                    "seed": e["seed"],
+                    "labelling": label,
+                    "separation": s["score"],
+                    "p_value": s["p_value"],
+                    "ordering_pc1": e["ordering"],
+                    "pc_variance": ",".join(f"{v:.2f}" for v in e["explained_variance"]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -89,7 +104,8 @@ def transfer_curves(df: pd.DataFrame) -> pd.DataFrame:
     scratch = {labels[m].ops for m in transferred}
     both = df[df.mixture.map(lambda m: m in transferred or labels[m].pretrain is None and labels[m].ops in scratch)]
     return both.groupby(["mixture", "target_op", "width"], as_index=False).agg(
-        accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), n=("accuracy", "size"))
+        accuracy=("accuracy", "mean"), accuracy_std=("accuracy", "std"), n=("accuracy", "size")
+    )
 
 
 @dataclass
@@ -114,12 +130,19 @@ class Analysis:
             df = getattr(self, name)
             if name == "claims" and df.empty:
                 continue
-            atomic_write_text(Path(directory) / f"{name.replace('embedding_table', 'embeddings')}.csv",
-                              df.to_csv(index=False))
+            atomic_write_text(
+                Path(directory) / f"{name.replace('embedding_table', 'embeddings')}.csv", df.to_csv(index=False)
+            )
 
 
-def analyze_sweep(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: int | None = None,
-                  ablate: bool = True, claims_source: str | None = None) -> Analysis:
+def analyze_sweep(
+    out: str | Path,
+    n_boot: int = 1000,
+    n_perm: int = 999,
+    width: int | None = None,
+    ablate: bool = True,
+    claims_source: str | None = None,
+) -> Analysis:
     """Everything the report shows; `claims_source` names the claims' source this sweep is (a
     preset's name), for its rows of the claims table."""
     out = Path(out)
@@ -128,8 +151,14 @@ def analyze_sweep(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width:
     reps = representative_runs(out, df, width)
     emb = embeddings_for(out, reps, n_perm) if reps else {}
     return Analysis(
-        results=df, transitions=trans, fits=fits, ratios=ratios(fits, budgets_of(df)),
+        results=df,
+        transitions=trans,
+        fits=fits,
+        ratios=ratios(fits, budgets_of(df)),
         claims=pd.DataFrame(claim_rows({claims_source: df}, n_boot) if claims_source else []),
-        embeddings=emb, embedding_table=embedding_table(emb),
-        ablations=ablations_for(out, reps) if (ablate and reps) else pd.DataFrame(), transfer=transfer_curves(df),
-        experiment=json.loads((out / "experiment.json").read_text()) if (out / "experiment.json").exists() else {})
+        embeddings=emb,
+        embedding_table=embedding_table(emb),
+        ablations=ablations_for(out, reps) if (ablate and reps) else pd.DataFrame(),
+        transfer=transfer_curves(df),
+        experiment=json.loads((out / "experiment.json").read_text()) if (out / "experiment.json").exists() else {},
+    )

@@ -9,22 +9,65 @@ from ..sweep.experiment import Label
 from .transition import DesignError, fit_transition, joint_benefit
 
 
-TRANSITION_COLUMNS = ["mixture", "target_op", "p_star", "ci_low", "ci_high", "censored", "bound", "p50", "p50_ci_low",
-                      "p50_ci_high", "p50_censored", "lo", "hi", "p0", "w", "p_min", "p_max", "n_points", "n_seeds",
-                      "n_runs", "widths", "test_scored", "test_exist", "note"]
-RATIO_COLUMNS = ["target_op", "comparison", "baseline_mixture", "mixture", "ratio", "kind", "ci_low", "ci_high", "verdict",
-                 "p50_ratio", "p50_kind", "p50_ci_low", "p50_ci_high", "p50_verdict"]
+TRANSITION_COLUMNS = [
+    "mixture",
+    "target_op",
+    "p_star",
+    "ci_low",
+    "ci_high",
+    "censored",
+    "bound",
+    "p50",
+    "p50_ci_low",
+    "p50_ci_high",
+    "p50_censored",
+    "lo",
+    "hi",
+    "p0",
+    "w",
+    "p_min",
+    "p_max",
+    "n_points",
+    "n_seeds",
+    "n_runs",
+    "widths",
+    "test_scored",
+    "test_exist",
+    "note",
+]
+RATIO_COLUMNS = [
+    "target_op",
+    "comparison",
+    "baseline_mixture",
+    "mixture",
+    "ratio",
+    "kind",
+    "ci_low",
+    "ci_high",
+    "verdict",
+    "p50_ratio",
+    "p50_kind",
+    "p50_ci_low",
+    "p50_ci_high",
+    "p50_verdict",
+]
 
 
 def transitions(df: pd.DataFrame, n_boot: int = 1000) -> tuple[pd.DataFrame, dict]:
     """One row per (mixture, target op) trained on it; a curve whose design is too small for a
     fit gets a row with the reason in `note` and no estimate."""
     rows, fits = [], {}
-    for (mixture, op), g in df.groupby(["mixture", "target_op"], sort=True):
+    for key, g in df.groupby(["mixture", "target_op"], sort=True):
+        mixture, op = str(key[0]), str(key[1])
         if op not in trained_ops(mixture):
             continue
-        row = {"mixture": mixture, "target_op": op, "n_runs": len(g), "n_seeds": g.seed.nunique(),
-               "widths": ",".join(map(str, sorted(g.width.unique())))}
+        row = {
+            "mixture": mixture,
+            "target_op": op,
+            "n_runs": len(g),
+            "n_seeds": g.seed.nunique(),
+            "widths": ",".join(map(str, sorted(g.width.unique()))),
+        }
         if "test_scored" in g:
             row["test_scored"], row["test_exist"] = int(g.test_scored.min()), g.test_exist.min()
         try:
@@ -84,4 +127,4 @@ def ratios(fits: dict, budgets: dict[str, int] | None = None) -> pd.DataFrame:
 def budgets_of(df: pd.DataFrame) -> dict[str, int]:
     """Each mixture's planned step budget (tables without that column: the most steps a run took)."""
     col = "budget_steps" if "budget_steps" in df else "steps" if "steps" in df else None
-    return {m: int(g[col].max()) for m, g in df.groupby("mixture")} if col else {}
+    return {str(m): int(g[col].max()) for m, g in df.groupby("mixture")} if col else {}

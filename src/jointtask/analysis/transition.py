@@ -71,7 +71,14 @@ class Estimate:
             return np.inf
         if self.censored == "below":
             return -np.inf
-        return float(np.log(self.value))
+        return float(np.log(self.uncensored))
+
+    @property
+    def uncensored(self) -> float:
+        """The value of an estimate that is not censored."""
+        if self.value is None:
+            raise ValueError(f"the estimate is censored {self.censored}")
+        return self.value
 
 
 GRID_X, GRID_W = 241, 61  # the (log P0, w) grid of a fit: steps of 1/120 of the swept log range, 9% in w
@@ -98,8 +105,10 @@ def _tables(logp: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.n
 
 def _chunked(fit):
     """Fit replicates in chunks: each holds [chunk, grid] arrays (about 40 MB at 1,000 x 5,000)."""
+
     def many(logp, values, idx, *args):
-        return [e for s in range(0, len(idx), 200) for e in fit(logp, values, idx[s: s + 200], *args)]
+        return [e for s in range(0, len(idx), 200) for e in fit(logp, values, idx[s : s + 200], *args)]
+
     many.__doc__ = fit.__doc__
     return many
 
@@ -140,8 +149,11 @@ def fit_pstar_many(logp, acc, idx, frac: float = FRAC, learned_floor: float = LE
             out.append(Estimate(None, "below", p_min, p_max, popt))
         else:  # where the rising curve reaches the level, in closed form
             q = (level - a0) / (a1 - a0)
-            out.append(Estimate(float(np.exp(np.clip(x0 + w * np.log(q / (1 - q)), xs[0], xs[-1]))), "none",
-                                p_min, p_max, popt))
+            out.append(
+                Estimate(
+                    float(np.exp(np.clip(x0 + w * np.log(q / (1 - q)), xs[0], xs[-1]))), "none", p_min, p_max, popt
+                )
+            )
     return out
 
 
@@ -215,17 +227,31 @@ class Transition:
     sizes: np.ndarray  # the swept parameter counts
     n_points: int
     n_seeds: int
-    boot_pstar: np.ndarray = field(repr=False, default=None)  # log P* per bootstrap replicate
-    boot_p50: np.ndarray = field(repr=False, default=None)
+    boot_pstar: np.ndarray = field(repr=False)  # log P* per bootstrap replicate
+    boot_p50: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict:
         f, g = self.pstar, self.p50
         lo, hi, logp0, w = f.params if f.params else (None,) * 4
-        return {"p_star": f.value, "ci_low": self.pstar_ci[0], "ci_high": self.pstar_ci[1], "censored": f.censored,
-                "bound": f.p_max if f.censored == "above" else f.p_min if f.censored == "below" else None,
-                "p50": g.value, "p50_ci_low": self.p50_ci[0], "p50_ci_high": self.p50_ci[1],
-                "p50_censored": g.censored, "lo": lo, "hi": hi, "p0": None if logp0 is None else float(np.exp(logp0)),
-                "w": w, "p_min": f.p_min, "p_max": f.p_max, "n_points": self.n_points, "n_seeds": self.n_seeds}
+        return {
+            "p_star": f.value,
+            "ci_low": self.pstar_ci[0],
+            "ci_high": self.pstar_ci[1],
+            "censored": f.censored,
+            "bound": f.p_max if f.censored == "above" else f.p_min if f.censored == "below" else None,
+            "p50": g.value,
+            "p50_ci_low": self.p50_ci[0],
+            "p50_ci_high": self.p50_ci[1],
+            "p50_censored": g.censored,
+            "lo": lo,
+            "hi": hi,
+            "p0": None if logp0 is None else float(np.exp(logp0)),
+            "w": w,
+            "p_min": f.p_min,
+            "p_max": f.p_max,
+            "n_points": self.n_points,
+            "n_seeds": self.n_seeds,
+        }
 
 
 def check_points(params, acc, seeds) -> None:
@@ -236,12 +262,22 @@ def check_points(params, acc, seeds) -> None:
         raise UserError("accuracies must be finite numbers in [0, 1]")
     n_widths, n_seeds = len(np.unique(params)), len(np.unique(seeds))
     if n_widths < MIN_WIDTHS or n_seeds < MIN_SEEDS:
-        raise DesignError(f"a transition needs at least {MIN_WIDTHS} widths and {MIN_SEEDS} seeds, "
-                          f"got {n_widths} width(s) and {n_seeds} seed(s)")
+        raise DesignError(
+            f"a transition needs at least {MIN_WIDTHS} widths and {MIN_SEEDS} seeds, "
+            f"got {n_widths} width(s) and {n_seeds} seed(s)"
+        )
 
 
-def fit_transition(params, acc, seeds, n_boot: int = 1000, seed: int = 0, frac: float = FRAC,
-                   learned_floor: float = LEARNED_FLOOR, success: float = SUCCESS) -> Transition:
+def fit_transition(
+    params,
+    acc,
+    seeds,
+    n_boot: int = 1000,
+    seed: int = 0,
+    frac: float = FRAC,
+    learned_floor: float = LEARNED_FLOOR,
+    success: float = SUCCESS,
+) -> Transition:
     params, acc, seeds = np.asarray(params, float), np.asarray(acc, float), np.asarray(seeds)
     check_points(params, acc, seeds)
     # canonical order, so that the result cannot depend on how the rows came in
@@ -270,8 +306,17 @@ def fit_transition(params, acc, seeds, n_boot: int = 1000, seed: int = 0, frac: 
     # uncertainty too. Censored replicates stay censored.
     gaps = np.log(sizes)
     bp, b50 = (_smear(b, gaps, rng) for b in (bp, b50))
-    return Transition(pstar, p50, _interval(bp_raw, _bracket(pstar.value, sizes)),
-                      _interval(b50_raw, _bracket(p50.value, sizes)), sizes, len(params), len(uniq), bp, b50)
+    return Transition(
+        pstar,
+        p50,
+        _interval(bp_raw, _bracket(pstar.value, sizes)),
+        _interval(b50_raw, _bracket(p50.value, sizes)),
+        sizes,
+        len(params),
+        len(uniq),
+        bp,
+        b50,
+    )
 
 
 def _smear(logs: np.ndarray, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -296,15 +341,15 @@ def verdict(lo: float | None, hi: float | None) -> str:
 def _ratio(a: Estimate, j: Estimate, a_boot, j_boot, seed: int) -> dict:
     kind, ratio = "value", None
     if a.censored == "none" and j.censored == "none":
-        ratio = a.value / j.value
+        ratio = a.uncensored / j.uncensored
     elif a.censored == "above" and j.censored in ("none", "below"):
         kind, ratio = "lower", a.p_max / (j.value or j.p_min)
     elif a.censored in ("none", "below") and j.censored == "above":
         kind, ratio = "upper", (a.value or a.p_min) / j.p_max
     elif a.censored == "none" and j.censored == "below":
-        kind, ratio = "lower", a.value / j.p_min
+        kind, ratio = "lower", a.uncensored / j.p_min
     elif a.censored == "below" and j.censored == "none":
-        kind, ratio = "upper", a.p_min / j.value
+        kind, ratio = "upper", a.p_min / j.uncensored
     else:
         kind = "undetermined"  # both censored on the same side: the sweeps say nothing
     rng = np.random.default_rng(seed)
@@ -327,5 +372,15 @@ def joint_benefit(alone: Transition, joint: Transition, seed: int = 0) -> dict:
     return {**r, **{f"p50_{k}": v for k, v in r50.items()}}
 
 
-__all__ = ["logistic", "fit_pstar", "fit_p50", "fit_transition", "joint_benefit", "verdict", "Estimate",
-           "Transition", "DesignError", "VERDICTS"]
+__all__ = [
+    "logistic",
+    "fit_pstar",
+    "fit_p50",
+    "fit_transition",
+    "joint_benefit",
+    "verdict",
+    "Estimate",
+    "Transition",
+    "DesignError",
+    "VERDICTS",
+]

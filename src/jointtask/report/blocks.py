@@ -23,8 +23,10 @@ CLAIMS_BOOT = 400
 
 def claims_block(root: Path) -> str:
     dirs = sorted(p for p in (root / "docs" / "results").iterdir() if (p / "results.csv").exists())
-    return (f"Printed by `jointtask claims docs/results/* --n-boot {CLAIMS_BOOT}` from the committed result tables.\n\n"
-            + claims_table(dirs, "md", n_boot=CLAIMS_BOOT))
+    return (
+        f"Printed by `jointtask claims docs/results/* --n-boot {CLAIMS_BOOT}` from the committed result tables.\n\n"
+        + claims_table(dirs, "md", n_boot=CLAIMS_BOOT)
+    )
 
 
 def quick_block(root: Path) -> str:
@@ -33,42 +35,57 @@ def quick_block(root: Path) -> str:
     df = pd.read_csv(d / "results.csv")
     per = df.groupby("mixture").agg(seeds=("seed", "nunique"), widths=("width", "nunique"))
     design = ", ".join(f"{m} {r.seeds} seeds x {r.widths} widths" for m, r in per.iterrows())
-    return (f"`jointtask reproduce quick` trained {df.run_id.nunique()} runs ({design}) in "
-            f"{took['total_seconds'] / 60:.0f} min on {took['workers']} worker processes "
-            f"({took['processor']}): {took['sweep_seconds'] / 60:.0f} min of sweep, "
-            f"{took['analysis_seconds'] / 60:.1f} min of analysis (docs/results/quick/reproduce.json).")
+    return (
+        f"`jointtask reproduce quick` trained {df.run_id.nunique()} runs ({design}) in "
+        f"{took['total_seconds'] / 60:.0f} min on {took['workers']} worker processes "
+        f"({took['processor']}): {took['sweep_seconds'] / 60:.0f} min of sweep, "
+        f"{took['analysis_seconds'] / 60:.1f} min of analysis (docs/results/quick/reproduce.json)."
+    )
 
 
 def calibration_block(root: Path) -> str:
     res = json.loads((root / "docs" / "bench" / "calibration.json").read_text())
     rows = res["rows"]
-    lines = [f"Design: {rows[0]['widths']} log-spaced widths over two decades of parameters, {rows[0]['seeds']} seeds; "
-             f"{rows[0]['reps']} planted pairs per row, {rows[0]['n_boot']} bootstrap replicates per fit.", "",
-             "| planted ratio | P* interval covers the truth | P50 interval covers the truth | P* verdict: benefit | P* verdict: harm | P50 verdict: benefit | P50 verdict: harm |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Design: {rows[0]['widths']} log-spaced widths over two decades of parameters, {rows[0]['seeds']} seeds; "
+        f"{rows[0]['reps']} planted pairs per row, {rows[0]['n_boot']} bootstrap replicates per fit.",
+        "",
+        "| planted ratio | P* interval covers the truth | P50 interval covers the truth | P* verdict: benefit | P* verdict: harm | P50 verdict: benefit | P50 verdict: harm |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['ratio']:g} | {r['pstar_covered']:.0%} | {r['p50_covered']:.0%} | {r['benefit']:.0%} | "
-                     f"{r['harm']:.0%} | {r['p50_benefit']:.0%} | {r['p50_harm']:.0%} |")
+        lines.append(
+            f"| {r['ratio']:g} | {r['pstar_covered']:.0%} | {r['p50_covered']:.0%} | {r['benefit']:.0%} | "
+            f"{r['harm']:.0%} | {r['p50_benefit']:.0%} | {r['p50_harm']:.0%} |"
+        )
     power = [r["ratio"] for r in rows if r["ratio"] > 1 and r["benefit"] >= 0.8]
     power50 = [r["ratio"] for r in rows if r["ratio"] > 1 and r["p50_benefit"] >= 0.8]
     tried = ", ".join(f"{r['ratio']:g}" for r in rows if r["ratio"] > 1)
-    lines += ["", f"Smallest planted ratio called a benefit with at least 80% power (of {tried}): "
-                  f"P* {f'{min(power):g}x' if power else 'none'}, P50 {f'{min(power50):g}x' if power50 else 'none'}."]
+    lines += [
+        "",
+        f"Smallest planted ratio called a benefit with at least 80% power (of {tried}): "
+        f"P* {f'{min(power):g}x' if power else 'none'}, P50 {f'{min(power50):g}x' if power50 else 'none'}.",
+    ]
     return "\n".join(lines)
 
 
 def throughput_block(root: Path) -> str:
     res = json.loads((root / "docs" / "bench" / "throughput.json").read_text())
     m = res["machine"]
-    lines = [f"`jointtask bench{' --quick' if res['seconds_per_measurement'] < 5 else ''} --out docs/bench/throughput.json` "
-             f"on {m['processor']} ({', '.join(m['vector_extensions'])}), torch {m['torch']}, one thread; path: "
-             f"{res['path']}; {res['rounds']} alternating rounds of {res['seconds_per_measurement']:g} s per loop.", "",
-             "| width | ours tok/s | naive tok/s | ratio (medians) | ratio per round | ours, share of FP32 peak |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"`jointtask bench{' --quick' if res['seconds_per_measurement'] < 5 else ''} --out docs/bench/throughput.json` "
+        f"on {m['processor']} ({', '.join(m['vector_extensions'])}), torch {m['torch']}, one thread; path: "
+        f"{res['path']}; {res['rounds']} alternating rounds of {res['seconds_per_measurement']:g} s per loop.",
+        "",
+        "| width | ours tok/s | naive tok/s | ratio (medians) | ratio per round | ours, share of FP32 peak |",
+        "|---|---|---|---|---|---|",
+    ]
     for w, r in sorted(res["widths"].items(), key=lambda kv: int(kv[0])):
         rounds = " / ".join(f"{x:.2f}" for x in r["ratio_per_round"])
-        lines.append(f"| {w} | {r['ours_tok_s']:,.0f} | {r['naive_tok_s']:,.0f} | {r['ratio']:.2f} | {rounds} | "
-                     f"{r['peak_fraction']:.1%} |")
+        lines.append(
+            f"| {w} | {r['ours_tok_s']:,.0f} | {r['naive_tok_s']:,.0f} | {r['ratio']:.2f} | {rounds} | "
+            f"{r['peak_fraction']:.1%} |"
+        )
     lines += ["", f"Recommendation printed: {res['recommendation']}."]
     return "\n".join(lines)
 
@@ -83,18 +100,26 @@ def regimes_block(root: Path) -> str:
         df = df[df.target_op == "ADD"]
         g = df.groupby(["mixture", "width"]).agg(acc=("accuracy", "mean"), n=("seed", "nunique")).reset_index()
         widths = sorted(g.width.unique())
-        lines = [f"**{name}** (test ADD accuracy)", "", "| mixture | " + " | ".join(f"width {w}" for w in widths) + " |",
-                 "|---|" + "---|" * len(widths)]
+        lines = [
+            f"**{name}** (test ADD accuracy)",
+            "",
+            "| mixture | " + " | ".join(f"width {w}" for w in widths) + " |",
+            "|---|" + "---|" * len(widths),
+        ]
         for m, gm in g.groupby("mixture"):
-            cells = {int(r.width): f"{r.acc:.2f} ({r.n})" for r in gm.itertuples()}
+            cells = {int(w): f"{a:.2f} ({n})" for w, a, n in zip(gm.width, gm.acc, gm.n)}
             lines.append(f"| {m} | " + " | ".join(cells.get(int(w), "") for w in widths) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 
-BLOCKS = {("README.md", "claims"): claims_block, ("README.md", "quick"): quick_block,
-          ("docs/definitions.md", "calibration"): calibration_block, ("docs/regimes.md", "regimes"): regimes_block,
-          ("docs/performance.md", "throughput"): throughput_block}
+BLOCKS = {
+    ("README.md", "claims"): claims_block,
+    ("README.md", "quick"): quick_block,
+    ("docs/definitions.md", "calibration"): calibration_block,
+    ("docs/regimes.md", "regimes"): regimes_block,
+    ("docs/performance.md", "throughput"): throughput_block,
+}
 
 
 def render(root: Path = ROOT) -> dict[Path, str]:

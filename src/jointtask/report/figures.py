@@ -13,8 +13,10 @@ import numpy as np  # noqa: E402
 from ..analysis.tables import trained_ops  # noqa: E402
 from ..analysis.transition import FRAC, LEARNED_FLOOR, logistic  # noqa: E402
 
-DEF_NOTE = (f"fit: logistic in log P; P* = smallest P where the fit reaches {FRAC:.0%} of its asymptote "
-            f"(ours, SPEC 4); censored if the asymptote < {LEARNED_FLOOR} or the level is not reached in range")
+DEF_NOTE = (
+    f"fit: logistic in log P; P* = smallest P where the fit reaches {FRAC:.0%} of its asymptote "
+    f"(ours, SPEC 4); censored if the asymptote < {LEARNED_FLOOR} or the level is not reached in range"
+)
 
 
 def _save(fig, path: Path) -> Path:
@@ -26,12 +28,18 @@ def _save(fig, path: Path) -> Path:
 def accuracy_vs_params(df, fits, op: str, path: Path) -> Path:
     g = df[(df.target_op == op) & df.mixture.map(lambda m: op in trained_ops(m))]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    colors = plt.cm.tab10.colors
+    colors = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
     for i, (mixture, m) in enumerate(sorted(g.groupby("mixture"), key=lambda t: t[0])):
         c = colors[i % 10]
         jitter = np.exp(np.random.default_rng(i).normal(0, 0.02, len(m)))
-        ax.scatter(m.params * jitter, m.accuracy, color=c, alpha=0.6, s=22,
-                   label=f"{mixture} ({len(m)} runs, {m.seed.nunique()} seeds)")
+        ax.scatter(
+            m.params * jitter,
+            m.accuracy,
+            color=c,
+            alpha=0.6,
+            s=22,
+            label=f"{mixture} ({len(m)} runs, {m.seed.nunique()} seeds)",
+        )
         t = fits.get((mixture, op))
         if t is not None and t.pstar.params:
             f = t.pstar
@@ -95,8 +103,10 @@ def ablation_bars(ab, path: Path) -> Path:
     x = np.arange(len(keys))
     width = 0.2
     for i, (sub, mode) in enumerate([("attn", "zero"), ("attn", "mean"), ("mlp", "zero"), ("mlp", "mean")]):
-        vals = [float(a[(a.mixture == m) & (a.target_op == o) & (a.sublayer == sub) & (a["mode"] == mode)]["drop"].iloc[0])
-                for m, o in keys]
+        vals = [
+            float(a[(a.mixture == m) & (a.target_op == o) & (a.sublayer == sub) & (a["mode"] == mode)]["drop"].iloc[0])
+            for m, o in keys
+        ]
         ax.bar(x + (i - 1.5) * width, vals, width, label=f"{sub}, {mode} ablation")
     ax.set_xticks(x, [f"{m}\n→{o}" for m, o in keys], fontsize=7)
     ax.set_ylabel("accuracy drop (all passes ablated)")
@@ -108,8 +118,14 @@ def ablation_bars(ab, path: Path) -> Path:
 def transfer_plot(tr, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for (mixture, op), g in tr.groupby(["mixture", "target_op"]):
-        ax.errorbar(g.width, g.accuracy, yerr=g.accuracy_std.fillna(0), marker="o", capsize=3,
-                    label=f"{mixture} → {op} accuracy (n={int(g.n.sum())})")
+        ax.errorbar(
+            g.width,
+            g.accuracy,
+            yerr=g.accuracy_std.fillna(0),
+            marker="o",
+            capsize=3,
+            label=f"{mixture} → {op} accuracy (n={int(g.n.sum())})",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("width (n_embed)")
     ax.set_ylabel("test accuracy")

@@ -36,8 +36,9 @@ def _table(df: pd.DataFrame, cols: list[str] | None = None) -> str:
         return "<p class=note>(none)</p>"
     cols = [c for c in (cols or list(df.columns)) if c in df.columns]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>"
-                   for _, r in df.iterrows())
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for _, r in df.iterrows()
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -60,13 +61,17 @@ def _p50_text(r) -> str:
 
 def _ratio_text(r, prefix: str = "") -> str:
     v = fmt_interval(r[f"{prefix}ratio"], r[f"{prefix}ci_low"], r[f"{prefix}ci_high"], kind=r[f"{prefix}kind"])
-    flag = " (A/A check FAILED: the interval excludes 1)" if (r["comparison"].startswith("A/A")
-                                                              and r[f"{prefix}verdict"] in ("benefit", "harm")) else ""
+    flag = (
+        " (A/A check FAILED: the interval excludes 1)"
+        if (r["comparison"].startswith("A/A") and r[f"{prefix}verdict"] in ("benefit", "harm"))
+        else ""
+    )
     return f"{v}: {r[f'{prefix}verdict']}{flag}"
 
 
-def write_report(out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: int | None = None,
-                 claims_source: str | None = None) -> tuple[Path, Analysis]:
+def write_report(
+    out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: int | None = None, claims_source: str | None = None
+) -> tuple[Path, Analysis]:
     """Analyse the sweep in OUT and write OUT/report/: the analysis' tables, then index.html and
     its figures. With `claims_source` (a preset's name), the claims whose source it is head the
     page. Returns the page and the analysis."""
@@ -87,82 +92,144 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
     df, trans, rat, claims = a.results, a.transitions, a.ratios, a.claims
     exp = a.experiment
     name = exp.get("name", out.name)
-    parts = [f"<h1>jointtask report: {html.escape(name)}</h1>",
-             f"<p class=note>jointtask {__version__}, generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
-             f"<code>{html.escape(str(out))}</code>: {len(df.run_id.unique())} finished runs. "
-             f"Accuracy: greedy decoding from the prompt, exact match of the final answer, on test expressions: "
-             f"unseen in training up to the symmetries of their operations, never read for early stopping "
-             f"(docs/definitions.md). Tables beside this page: results.csv, transitions.csv, ratios.csv, "
-             f"embeddings.csv, ablations.csv, claims.csv.</p>"]
+    parts = [
+        f"<h1>jointtask report: {html.escape(name)}</h1>",
+        f"<p class=note>jointtask {__version__}, generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
+        f"<code>{html.escape(str(out))}</code>: {len(df.run_id.unique())} finished runs. "
+        f"Accuracy: greedy decoding from the prompt, exact match of the final answer, on test expressions: "
+        f"unseen in training up to the symmetries of their operations, never read for early stopping "
+        f"(docs/definitions.md). Tables beside this page: results.csv, transitions.csv, ratios.csv, "
+        f"embeddings.csv, ablations.csv, claims.csv.</p>",
+    ]
     if not claims.empty:
-        parts.append("<h2>Claims</h2>" + _table(claims, ["claim", "the paper", "ours, 95% interval", "design", "verdict"]))
+        parts.append(
+            "<h2>Claims</h2>" + _table(claims, ["claim", "the paper", "ours, 95% interval", "design", "verdict"])
+        )
     base = exp.get("base", {})
-    parts.append(f"<p class=note>Setup: task {html.escape(str(base.get('task', {})))}; "
-                 f"train {html.escape(str(base.get('train', {})))}; sweep {html.escape(str(exp.get('sweep', {})))}</p>")
+    parts.append(
+        f"<p class=note>Setup: task {html.escape(str(base.get('task', {})))}; "
+        f"train {html.escape(str(base.get('train', {})))}; sweep {html.escape(str(exp.get('sweep', {})))}</p>"
+    )
 
     parts.append("<h2>Learning transitions</h2>")
-    parts.append(f"<p class=note>Definitions (ours, SPEC 4; docs/definitions.md): P* = smallest size at which a "
-                 f"logistic fit in log(params) reaches {FRAC:.0%} of its asymptote; P50 = size at which half the seeds "
-                 f"reach test accuracy {SUCCESS} (logistic regression of success on log(params)). 95% percentile "
-                 f"bootstrap over seeds, never narrower than the two swept sizes around the estimate. Censored: "
-                 f"'&gt;' when not reached by the largest size (P*: also when the asymptote is below "
-                 f"{LEARNED_FLOOR}), '&lt;' when reached at the smallest. A curve with fewer than 3 widths or 3 "
-                 f"seeds gets no fit. test_scored / test_exist: distinct test expressions scored / in the split "
-                 f"(depth 1; nested expressions are not enumerated). Raw points are shown beside each curve: "
-                 f"test accuracy need not rise with width.</p>")
+    parts.append(
+        f"<p class=note>Definitions (ours, SPEC 4; docs/definitions.md): P* = smallest size at which a "
+        f"logistic fit in log(params) reaches {FRAC:.0%} of its asymptote; P50 = size at which half the seeds "
+        f"reach test accuracy {SUCCESS} (logistic regression of success on log(params)). 95% percentile "
+        f"bootstrap over seeds, never narrower than the two swept sizes around the estimate. Censored: "
+        f"'&gt;' when not reached by the largest size (P*: also when the asymptote is below "
+        f"{LEARNED_FLOOR}), '&lt;' when reached at the smallest. A curve with fewer than 3 widths or 3 "
+        f"seeds gets no fit. test_scored / test_exist: distinct test expressions scored / in the split "
+        f"(depth 1; nested expressions are not enumerated). Raw points are shown beside each curve: "
+        f"test accuracy need not rise with width.</p>"
+    )
     if not trans.empty:
         t = trans.copy()
         t["P* [95% CI]"] = t.apply(_p_star_text, axis=1)
         t["P50 [95% CI]"] = t.apply(_p50_text, axis=1)
-        parts.append(_table(t, ["mixture", "target_op", "P* [95% CI]", "P50 [95% CI]", "lo", "hi", "n_runs", "n_seeds",
-                                "widths", "test_scored", "test_exist"]))
+        parts.append(
+            _table(
+                t,
+                [
+                    "mixture",
+                    "target_op",
+                    "P* [95% CI]",
+                    "P50 [95% CI]",
+                    "lo",
+                    "hi",
+                    "n_runs",
+                    "n_seeds",
+                    "widths",
+                    "test_scored",
+                    "test_exist",
+                ],
+            )
+        )
     for op in sorted(df.target_op.unique()):
         p = figures.accuracy_vs_params(df, a.fits, op, rep / f"accuracy_{op}.png")
         parts.append(_img(p, f"accuracy against parameters, {op}"))
 
     parts.append("<h2>Joint-benefit ratios</h2>")
-    parts.append("<p class=note>ratio = P(target alone) / P(target within the mixture), for P* and for P50 (SPEC 4); "
-                 "unpaired bootstrap interval. Verdicts: benefit (interval above 1), harm (below 1), no benefit "
-                 "(contains 1, inside (1/2, 2)), inconclusive (otherwise). '&gt;' / '&lt;' mark bounds when one side "
-                 "is censored. 'joint, equal steps': against the target alone trained for the mixture's own steps "
-                 "(the control of an equal-exposure sweep). 'A/A': two single ops that are the same task up to "
-                 "relabelling; its interval should contain 1.</p>")
+    parts.append(
+        "<p class=note>ratio = P(target alone) / P(target within the mixture), for P* and for P50 (SPEC 4); "
+        "unpaired bootstrap interval. Verdicts: benefit (interval above 1), harm (below 1), no benefit "
+        "(contains 1, inside (1/2, 2)), inconclusive (otherwise). '&gt;' / '&lt;' mark bounds when one side "
+        "is censored. 'joint, equal steps': against the target alone trained for the mixture's own steps "
+        "(the control of an equal-exposure sweep). 'A/A': two single ops that are the same task up to "
+        "relabelling; its interval should contain 1.</p>"
+    )
     if not rat.empty:
         r = rat.copy()
         r["P* ratio [95% CI]"] = r.apply(_ratio_text, axis=1)
         r["P50 ratio [95% CI]"] = r.apply(lambda x: _ratio_text(x, "p50_"), axis=1)
-        parts.append(_table(r, ["target_op", "comparison", "baseline_mixture", "mixture", "P* ratio [95% CI]",
-                                "P50 ratio [95% CI]"]))
+        parts.append(
+            _table(
+                r, ["target_op", "comparison", "baseline_mixture", "mixture", "P* ratio [95% CI]", "P50 ratio [95% CI]"]
+            )
+        )
     else:
         parts.append("<p class=note>(no mixture has its target also trained alone in this sweep)</p>")
 
     if a.embeddings:
         parts.append("<h2>Embedding structure</h2>")
-        parts.append("<p class=note>One run per mixture (same width, lowest seed). PCA of the cosine-similarity "
-                     "matrix of the number-token embeddings (SPEC 5). Separation score (ours): (mean between-class "
-                     "minus mean within-class distance) / mean distance, in the top 3 PCs; p-value from 999 "
-                     "label permutations. Ordering: |Spearman rho| of value against PC1.</p>")
+        parts.append(
+            "<p class=note>One run per mixture (same width, lowest seed). PCA of the cosine-similarity "
+            "matrix of the number-token embeddings (SPEC 5). Separation score (ours): (mean between-class "
+            "minus mean within-class distance) / mean distance, in the top 3 PCs; p-value from 999 "
+            "label permutations. Ordering: |Spearman rho| of value against PC1.</p>"
+        )
         parts.append(_table(a.embedding_table))
         parts.append(_img(figures.pca_scatter(a.embeddings, rep / "embedding_pca.png"), "PCA of embeddings"))
-        parts.append(_img(figures.similarity_heatmaps(a.embeddings, rep / "embedding_similarity.png"),
-                          "cosine similarity heatmaps"))
+        parts.append(
+            _img(
+                figures.similarity_heatmaps(a.embeddings, rep / "embedding_similarity.png"),
+                "cosine similarity heatmaps",
+            )
+        )
     if not a.transfer.empty:
         parts.append("<h2>Transfer</h2>")
-        parts.append("<p class=note>'A>B': pretrained on A, then trained on B for the same steps as B from scratch "
-                     "(SPEC 6). Mean and standard deviation over seeds.</p>")
+        parts.append(
+            "<p class=note>'A>B': pretrained on A, then trained on B for the same steps as B from scratch "
+            "(SPEC 6). Mean and standard deviation over seeds.</p>"
+        )
         parts.append(_table(a.transfer))
         parts.append(_img(figures.transfer_plot(a.transfer, rep / "transfer.png"), "transfer curves"))
     if not a.ablations.empty:
         ab = a.ablations
         parts.append("<h2>Sublayer reliance (attention vs feed-forward)</h2>")
-        parts.append("<p class=note>Each sublayer's output replaced by zeros or by its mean over the evaluation "
-                     "expressions, at every pass ('all') or one pass; drop in test accuracy; mean L2 norm of the "
-                     "sublayer's residual update (SPEC 6).</p>")
-        parts.append(_table(ab[ab["pass"] == "all"], ["mixture", "target_op", "width", "sublayer", "mode",
-                                                     "baseline", "accuracy", "drop", "update_norm"]))
+        parts.append(
+            "<p class=note>Each sublayer's output replaced by zeros or by its mean over the evaluation "
+            "expressions, at every pass ('all') or one pass; drop in test accuracy; mean L2 norm of the "
+            "sublayer's residual update (SPEC 6).</p>"
+        )
+        parts.append(
+            _table(
+                ab[ab["pass"] == "all"],
+                ["mixture", "target_op", "width", "sublayer", "mode", "baseline", "accuracy", "drop", "update_norm"],
+            )
+        )
         parts.append(_img(figures.ablation_bars(ab, rep / "ablation.png"), "ablation bars"))
     parts.append("<h2>All runs</h2>")
-    parts.append(_table(df, ["mixture", "target_op", "width", "seed", "params", "accuracy", "accuracy_validation",
-                             "accuracy_train", "steps", "tokens_seen", "train_seconds", "stop_reason"]))
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(name)}</title><style>{CSS}</style>"
-            f"</head><body>{''.join(parts)}</body></html>")
+    parts.append(
+        _table(
+            df,
+            [
+                "mixture",
+                "target_op",
+                "width",
+                "seed",
+                "params",
+                "accuracy",
+                "accuracy_validation",
+                "accuracy_train",
+                "steps",
+                "tokens_seen",
+                "train_seconds",
+                "stop_reason",
+            ],
+        )
+    )
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(name)}</title><style>{CSS}</style>"
+        f"</head><body>{''.join(parts)}</body></html>"
+    )

@@ -26,8 +26,7 @@ class LocalExecutor:
         if not runs:
             return
         # spawn: a fresh interpreter per worker, no forked torch state; workers die with the driver
-        with ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                 initializer=die_with_parent) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent) as pool:
             futures = {pool.submit(execute_run, r.model_dump(mode="json"), str(runs_dir)): r for r in runs}
             pending = set(futures)
             while pending:
@@ -66,11 +65,17 @@ class RayExecutor:
             try:
                 ray.init(address=self.address, log_to_driver=False)
             except Exception as e:
-                raise UserError(f"cannot connect to the Ray cluster at {self.address}: {e} (a cluster started with "
-                                "token authentication needs the same RAY_AUTH_MODE and token here)") from None
+                raise UserError(
+                    f"cannot connect to the Ray cluster at {self.address}: {e} (a cluster started with "
+                    "token authentication needs the same RAY_AUTH_MODE and token here)"
+                ) from None
         else:
-            ray.init(num_cpus=self.workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
+            ray.init(
+                num_cpus=self.workers or os.cpu_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
         try:
             task = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=True)(_ray_execute)
             refs = {task.remote(r.model_dump(mode="json"), str(runs_dir)): r for r in runs}
@@ -80,7 +85,7 @@ class RayExecutor:
                 for ref in done:
                     try:
                         yield refs[ref], ray.get(ref), None
-                    except ray.exceptions.RayTaskError as e:
+                    except ray.exceptions.RayTaskError as e:  # pyright: ignore[reportAttributeAccessIssue]
                         yield refs[ref], None, e.cause if e.cause is not None else e
                     except Exception as e:
                         yield refs[ref], None, e

@@ -17,6 +17,8 @@ train = { steps = 200 }
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,8 +52,7 @@ class Label:
         pre, _, rest = text.rpartition(">")
         mixture, _, steps = rest.partition("@")
         try:
-            return cls(tuple(split_ops(mixture)), int(steps) if steps else None,
-                       tuple(split_ops(pre)) if pre else None)
+            return cls(tuple(split_ops(mixture)), int(steps) if steps else None, tuple(split_ops(pre)) if pre else None)
         except ValueError:
             raise UserError(f"malformed run label {text!r} (e.g. 'ADD+MAX', 'ADD@9000', 'MAX>ADD')") from None
 
@@ -165,7 +166,7 @@ class PlannedRun(BaseModel):
     pretrain: Optional["PlannedRun"] = None  # for transfer: the run whose weights start this one
 
 
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
+def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"experiment file {str(path)!r} not found")
@@ -188,8 +189,15 @@ def experiment_from_dict(tree: dict) -> Experiment:
     return exp
 
 
-def _run_config(exp: Experiment, ops: list[str], width: int, seed: int, targets: list[str],
-                steps: int | None = None, early_stop: bool | None = None) -> RunConfig:
+def _run_config(
+    exp: Experiment,
+    ops: list[str],
+    width: int,
+    seed: int,
+    targets: list[str],
+    steps: int | None = None,
+    early_stop: bool | None = None,
+) -> RunConfig:
     tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in exp.base.items()}
     tree["seed"] = seed
     tree["task"] = {**tree.get("task", {}), "ops": ops}
@@ -212,34 +220,78 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
     for mixture in s.mixtures:
         ops = split_ops(mixture)
         targets = s.targets or ops
-        for width in (widths or s.width_list()):
+        for width in widths or s.width_list():
             for seed in s.seed_list():
                 steps = None
                 if s.budget == "exposure":
                     steps = len(ops) * _run_config(exp, ops, width, seed, targets).train.steps
                 cfg = _run_config(exp, ops, width, seed, targets, steps=steps)
-                runs.append(PlannedRun(run_id=cfg.run_id(), mixture=mixture, kind="mixture", width=width, seed=seed,
-                                       targets=targets, config=cfg))
+                runs.append(
+                    PlannedRun(
+                        run_id=cfg.run_id(),
+                        mixture=mixture,
+                        kind="mixture",
+                        width=width,
+                        seed=seed,
+                        targets=targets,
+                        config=cfg,
+                    )
+                )
                 if steps is not None and len(ops) > 1:  # the control: each target alone for the same steps
                     for t in targets:
                         if t in ops:
                             ccfg = _run_config(exp, [t], width, seed, [t], steps=steps)
-                            runs.append(PlannedRun(run_id=ccfg.run_id(), mixture=str(Label((t,), steps)),
-                                                   kind="control", width=width, seed=seed, targets=[t], config=ccfg))
+                            runs.append(
+                                PlannedRun(
+                                    run_id=ccfg.run_id(),
+                                    mixture=str(Label((t,), steps)),
+                                    kind="control",
+                                    width=width,
+                                    seed=seed,
+                                    targets=[t],
+                                    config=ccfg,
+                                )
+                            )
                 if s.transfer:  # the same run started from a model pretrained on another mixture
                     pops = split_ops(s.transfer.pretrain)
-                    pcfg = _run_config(exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps,
-                                       early_stop=False)
-                    pre = PlannedRun(run_id=pcfg.run_id(), mixture="+".join(pops), kind="mixture", width=width,
-                                     seed=seed, targets=targets, config=pcfg)
-                    runs.append(PlannedRun(run_id=transfer_run_id(cfg.run_id(), pre.run_id),
-                                           mixture=str(Label(tuple(ops), pretrain=tuple(pops))), kind="transfer",
-                                           width=width, seed=seed, targets=targets, config=cfg, pretrain=pre))
+                    pcfg = _run_config(
+                        exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps, early_stop=False
+                    )
+                    pre = PlannedRun(
+                        run_id=pcfg.run_id(),
+                        mixture="+".join(pops),
+                        kind="mixture",
+                        width=width,
+                        seed=seed,
+                        targets=targets,
+                        config=pcfg,
+                    )
+                    runs.append(
+                        PlannedRun(
+                            run_id=transfer_run_id(cfg.run_id(), pre.run_id),
+                            mixture=str(Label(tuple(ops), pretrain=tuple(pops))),
+                            kind="transfer",
+                            width=width,
+                            seed=seed,
+                            targets=targets,
+                            config=cfg,
+                            pretrain=pre,
+                        )
+                    )
                     # and from scratch with the pretraining steps added: the same total compute
                     total = s.transfer.pretrain_steps + cfg.train.steps
                     lcfg = _run_config(exp, ops, width, seed, targets, steps=total)
-                    runs.append(PlannedRun(run_id=lcfg.run_id(), mixture=str(Label(tuple(ops), total)), kind="control",
-                                           width=width, seed=seed, targets=targets, config=lcfg))
+                    runs.append(
+                        PlannedRun(
+                            run_id=lcfg.run_id(),
+                            mixture=str(Label(tuple(ops), total)),
+                            kind="control",
+                            width=width,
+                            seed=seed,
+                            targets=targets,
+                            config=lcfg,
+                        )
+                    )
     unique = {}  # a control shared by mixtures of the same size is planned once
     for r in runs:
         unique.setdefault(r.run_id, r)

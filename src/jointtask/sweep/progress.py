@@ -58,7 +58,8 @@ class SweepProgress:
 
     def _refresh(self):
         while not self._stop.wait(1.0):
-            self.live.update(self._render())
+            if self.live is not None:
+                self.live.update(self._render())
 
     def update(self, run, exc):
         self.todo.pop(run.run_id, None)
@@ -71,8 +72,12 @@ class SweepProgress:
             self.live.update(self._render())
         else:
             what = "done" if exc is None else f"FAILED ({exc})"
-            print(f"[{self.finished + self.failed}/{self.total}] {what}: {run.mixture} width {run.width} "
-                  f"seed {run.seed} ({run.run_id}); about {self._eta()} left", file=self.stream, flush=True)
+            print(
+                f"[{self.finished + self.failed}/{self.total}] {what}: {run.mixture} width {run.width} "
+                f"seed {run.seed} ({run.run_id}); about {self._eta()} left",
+                file=self.stream,
+                flush=True,
+            )
 
     def stop(self):
         if self.live:

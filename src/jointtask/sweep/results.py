@@ -12,9 +12,25 @@ import pandas as pd
 from ..train import run_dir
 from .runner import load_plan
 
-COLUMNS = ["run_id", "mixture", "target_op", "width", "seed", "params", "params_non_embedding", "accuracy",
-           "accuracy_validation", "accuracy_train", "test_scored", "test_exist", "budget_steps", "steps", "tokens_seen",
-           "train_seconds", "stop_reason"]
+COLUMNS = [
+    "run_id",
+    "mixture",
+    "target_op",
+    "width",
+    "seed",
+    "params",
+    "params_non_embedding",
+    "accuracy",
+    "accuracy_validation",
+    "accuracy_train",
+    "test_scored",
+    "test_exist",
+    "budget_steps",
+    "steps",
+    "tokens_seen",
+    "train_seconds",
+    "stop_reason",
+]
 
 
 def collect(out: str | Path) -> pd.DataFrame:
@@ -27,12 +43,27 @@ def collect(out: str | Path) -> pd.DataFrame:
         for op in p["targets"]:
             if op not in r.accuracy:
                 continue
-            rows.append({"run_id": p["run_id"], "mixture": p["mixture"], "target_op": op, "width": p["width"],
-                         "seed": p["seed"], "params": r.params, "params_non_embedding": r.params_non_embedding,
-                         "accuracy": r.accuracy[op], "accuracy_validation": r.accuracy_validation.get(op),
-                         "accuracy_train": r.accuracy_train.get(op), "test_scored": r.test_expressions[op].scored,
-                         "test_exist": r.test_expressions[op].exist, "budget_steps": p["steps"], "steps": r.steps,
-                         "tokens_seen": r.tokens_seen, "train_seconds": r.train_seconds, "stop_reason": r.stop_reason})
+            rows.append(
+                {
+                    "run_id": p["run_id"],
+                    "mixture": p["mixture"],
+                    "target_op": op,
+                    "width": p["width"],
+                    "seed": p["seed"],
+                    "params": r.params,
+                    "params_non_embedding": r.params_non_embedding,
+                    "accuracy": r.accuracy[op],
+                    "accuracy_validation": r.accuracy_validation.get(op),
+                    "accuracy_train": r.accuracy_train.get(op),
+                    "test_scored": r.test_expressions[op].scored,
+                    "test_exist": r.test_expressions[op].exist,
+                    "budget_steps": p["steps"],
+                    "steps": r.steps,
+                    "tokens_seen": r.tokens_seen,
+                    "train_seconds": r.train_seconds,
+                    "stop_reason": r.stop_reason,
+                }
+            )
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df.sort_values(["mixture", "target_op", "width", "seed"], kind="stable").reset_index(drop=True)
 

@@ -71,7 +71,9 @@ def execute_run(run: dict, runs_dir: str, ship_files: bool = False) -> dict:
     with locked(out / LOCK):
         result = train_run(planned.config, out, resume=True, quiet=True, init_from=init_from)
     assert result is not None and result.run_id == planned.run_id, "the planner and the trainer name runs alike"
-    files = {n: (out / n).read_bytes() for n in (CONFIG, METRICS, CHECKPOINT) if (out / n).exists()} if ship_files else {}
+    files = (
+        {n: (out / n).read_bytes() for n in (CONFIG, METRICS, CHECKPOINT) if (out / n).exists()} if ship_files else {}
+    )
     return {"result": result.model_dump(mode="json"), "files": files}
 
 
@@ -87,8 +89,18 @@ def store_run(runs_dir: Path, outcome: dict) -> None:
 
 
 def plan_rows(runs: list[PlannedRun]) -> list[dict]:
-    return [{"run_id": r.run_id, "mixture": r.mixture, "kind": r.kind, "width": r.width, "seed": r.seed,
-             "targets": r.targets, "steps": r.config.train.steps} for r in runs]
+    return [
+        {
+            "run_id": r.run_id,
+            "mixture": r.mixture,
+            "kind": r.kind,
+            "width": r.width,
+            "seed": r.seed,
+            "targets": r.targets,
+            "steps": r.config.train.steps,
+        }
+        for r in runs
+    ]
 
 
 def write_plan(out: Path, exp: Experiment, runs: list[PlannedRun], replan: bool = False) -> None:
@@ -100,8 +112,10 @@ def write_plan(out: Path, exp: Experiment, runs: list[PlannedRun], replan: bool 
     if (out / "experiment.json").exists() and not replan:
         old_exp = read_json(out / "experiment.json", "experiment.json")
         if old_exp != new_exp:
-            raise UserError(f"{str(out)!r} holds another experiment ({_difference(old_exp, new_exp)}); "
-                            "use another --out, or pass --replan to start a new plan there")
+            raise UserError(
+                f"{str(out)!r} holds another experiment ({_difference(old_exp, new_exp)}); "
+                "use another --out, or pass --replan to start a new plan there"
+            )
         previous = load_plan(out)
     rows = plan_rows(runs)
     new = {r["run_id"] for r in rows}
@@ -122,8 +136,9 @@ def read_json(path: Path, what: str):
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise UserError(f"unreadable {what} in {str(path.parent)!r} ({type(e).__name__}); "
-                        "move it aside or use another --out") from None
+        raise UserError(
+            f"unreadable {what} in {str(path.parent)!r} ({type(e).__name__}); move it aside or use another --out"
+        ) from None
 
 
 def load_plan(out: Path) -> list[dict]:
@@ -139,7 +154,9 @@ def load_plan(out: Path) -> list[dict]:
     return rows
 
 
-def run_sweep(exp: Experiment, out: str | Path, executor, progress=None, widths_plan=None, replan: bool = False) -> dict:
+def run_sweep(
+    exp: Experiment, out: str | Path, executor, progress=None, widths_plan=None, replan: bool = False
+) -> dict:
     """Run every unfinished run of `exp` (or of `widths_plan`, a list of PlannedRun). Returns
     counts: {'done': n, 'failed': n, 'skipped': n, 'failures': [(run_id, message)]}."""
     out = Path(out)
@@ -169,8 +186,17 @@ def run_sweep(exp: Experiment, out: str | Path, executor, progress=None, widths_
         if progress:
             progress.stop()
         (out / "driver.json").unlink(missing_ok=True)
-        append_line(out / SWEEP_LOG, json.dumps({"started": started, "seconds": time.time() - started,
-                                                 "trained": summary["done"], "failed": summary["failed"],
-                                                 "workers": getattr(executor, "workers", None),
-                                                 "processor": processor()}))
+        append_line(
+            out / SWEEP_LOG,
+            json.dumps(
+                {
+                    "started": started,
+                    "seconds": time.time() - started,
+                    "trained": summary["done"],
+                    "failed": summary["failed"],
+                    "workers": getattr(executor, "workers", None),
+                    "processor": processor(),
+                }
+            ),
+        )
     return summary

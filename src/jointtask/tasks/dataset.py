@@ -56,16 +56,28 @@ class Sample:
         return self.tokens[-2]
 
     def to_record(self) -> dict:
-        return {"tokens": self.tokens, "prompt": self.prompt, "answer": self.answer, "op": self.op,
-                "expression": self.key}
+        return {
+            "tokens": self.tokens,
+            "prompt": self.prompt,
+            "answer": self.answer,
+            "op": self.op,
+            "expression": self.key,
+        }
 
 
 def _ops_of(tree) -> set[str]:
     return set() if isinstance(tree, int) else {tree[0]}.union(*(_ops_of(a) for a in tree[1]))
 
 
-def generate(task: TaskConfig, count: int, seed: int, split: str, test_fraction: float,
-             validation_fraction: float = 0.1, unique: bool = False) -> list[Sample]:
+def generate(
+    task: TaskConfig,
+    count: int,
+    seed: int,
+    split: str,
+    test_fraction: float,
+    validation_fraction: float = 0.1,
+    unique: bool = False,
+) -> list[Sample]:
     """`count` samples of one split. With `unique`, distinct expressions only (up to symmetry;
     fewer than `count` when the split holds fewer). Same arguments, same samples."""
     if count < 0:
@@ -103,8 +115,9 @@ def generate(task: TaskConfig, count: int, seed: int, split: str, test_fraction:
     return out
 
 
-def count_expressions(task: TaskConfig, op: str, split: str, test_fraction: float,
-                      validation_fraction: float) -> int | None:
+def count_expressions(
+    task: TaskConfig, op: str, split: str, test_fraction: float, validation_fraction: float
+) -> int | None:
     """How many distinct expressions (up to symmetry) of `op` alone the split holds, for
     depth-1 trees; None for nested ones (too many to enumerate)."""
     if task.max_depth > 1 and task.p_nest > 0:
@@ -179,8 +192,17 @@ def cache_dir() -> Path:
 def cached_encoded(task: TaskConfig, count: int, seed: int, split: str, data: DataConfig, unique: bool) -> EncodedSet:
     """`encode(generate(...))`, stored under a hash of everything that determines it."""
     fractions = (data.test_fraction, data.validation_fraction)
-    key = stable_hash({"v": GENERATOR_VERSION, "task": task.model_dump(), "count": count, "seed": seed,
-                       "split": split, "fractions": fractions, "unique": unique})
+    key = stable_hash(
+        {
+            "v": GENERATOR_VERSION,
+            "task": task.model_dump(),
+            "count": count,
+            "seed": seed,
+            "split": split,
+            "fractions": fractions,
+            "unique": unique,
+        }
+    )
     path = cache_dir() / f"{key}.npz"
     if path.exists():
         try:

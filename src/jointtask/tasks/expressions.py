@@ -16,8 +16,9 @@ from .families import symmetry_of
 Tree = Union[int, tuple]
 
 
-def random_tree(family, ops: list[str], rng: np.random.Generator, depth: int, min_args: int,
-                max_args: int, p_nest: float) -> tuple:
+def random_tree(
+    family, ops: list[str], rng: np.random.Generator, depth: int, min_args: int, max_args: int, p_nest: float
+) -> tuple:
     """Root op uniform over `ops`; each argument is a nested tree with probability `p_nest`
     while `depth` (levels, the root counting as one) allows, else a leaf value."""
     op = ops[int(rng.integers(len(ops)))]
@@ -48,7 +49,7 @@ def reduce_leftmost(tree: tuple, family) -> Tree:
     op, args = tree
     for i, a in enumerate(args):
         if not isinstance(a, int):
-            return (op, args[:i] + [reduce_leftmost(a, family)] + args[i + 1:])
+            return (op, args[:i] + [reduce_leftmost(a, family)] + args[i + 1 :])
     return family.apply(op, args)
 
 

@@ -59,7 +59,6 @@ class TaskConfig(Strict):
         return self.model_copy(update={"ops": list(ops)})
 
 
-
 class DataConfig(Strict):
     per_n: int = 2000  # training samples per value of n (n = modulus, or |S_k|)
     test_fraction: float = 0.2  # share of expressions (by hash, up to symmetry) reserved for test
@@ -75,10 +74,15 @@ class DataConfig(Strict):
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_count < 1:
             raise ValueError(f"data.eval_count must be >= 1, got {self.eval_count}")
-        if not (0.0 < self.test_fraction < 1.0 and 0.0 < self.validation_fraction < 1.0
-                and self.test_fraction + self.validation_fraction < 1.0):
-            raise ValueError(f"data.test_fraction and data.validation_fraction must be in (0, 1) and sum below 1, "
-                             f"got {self.test_fraction}, {self.validation_fraction}")
+        if not (
+            0.0 < self.test_fraction < 1.0
+            and 0.0 < self.validation_fraction < 1.0
+            and self.test_fraction + self.validation_fraction < 1.0
+        ):
+            raise ValueError(
+                f"data.test_fraction and data.validation_fraction must be in (0, 1) and sum below 1, "
+                f"got {self.test_fraction}, {self.validation_fraction}"
+            )
         return self
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import re
 import tomllib
 from pathlib import Path
@@ -114,7 +116,7 @@ def apply_override(tree: dict, assignment: str) -> None:
     node[parts[-1]] = parse_value(value.strip())
 
 
-def config_from_dict(tree: dict, overrides: list[str] = ()) -> RunConfig:
+def config_from_dict(tree: dict, overrides: Sequence[str] = ()) -> RunConfig:
     tree = {k: (dict(v) if isinstance(v, dict) else v) for k, v in tree.items()}
     for o in overrides:
         apply_override(tree, o)
@@ -137,5 +139,5 @@ def load_toml(path: str | Path) -> dict:
     return tree
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     return config_from_dict(load_toml(path), overrides)

@@ -40,7 +40,7 @@ def greedy_decode(model, prompts: list[np.ndarray], max_new: int, device="cpu") 
     out = []
     buf_cpu, plen_cpu, cur_cpu = buf.cpu().numpy(), plen.cpu().numpy(), cur.cpu().numpy()
     for i in range(n):
-        out.append(buf_cpu[i, plen_cpu[i]: cur_cpu[i]].tolist())
+        out.append(buf_cpu[i, plen_cpu[i] : cur_cpu[i]].tolist())
     return out
 
 

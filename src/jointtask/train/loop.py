@@ -22,7 +22,18 @@ from ..model import LoopedTransformer, Packing
 from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
 from .config import RunConfig, load_config
 from .evaluate import accuracy
-from .run_dir import CHECKPOINT, CONFIG, LOCK, METRICS, RunResult, quarantine, read_result, transfer_run_id, write_result
+from .run_dir import (
+    CHECKPOINT,
+    CONFIG,
+    LOCK,
+    METRICS,
+    ExpressionCount,
+    RunResult,
+    quarantine,
+    read_result,
+    transfer_run_id,
+    write_result,
+)
 
 
 def lr_at(step: int, cfg) -> float:
@@ -98,7 +109,9 @@ def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: i
         pos = torch.arange(T)
         mask = (pos[None, :] >= torch.from_numpy(starts)[:, None]) & (pos[None, :] < torch.from_numpy(lengths)[:, None])
         flat = mask.reshape(-1).nonzero().squeeze(1)
-        return Batch(ids[:, :-1].to(device), ids[:, 1:].reshape(-1)[flat].to(device), flat.to(device), int(lengths.sum()))
+        return Batch(
+            ids[:, :-1].to(device), ids[:, 1:].reshape(-1)[flat].to(device), flat.to(device), int(lengths.sum())
+        )
     row, offset, row_counts, row_lengths = pack_rows(lengths, pack)
     row_start = np.concatenate([[0], np.cumsum(np.repeat(row_lengths, row_counts))])[:-1]
     example = np.repeat(np.arange(len(idx)), lengths)  # one entry per input token
@@ -114,20 +127,26 @@ def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: i
     flat = torch.from_numpy(lossmask).nonzero().squeeze(1)
     masks, begin = [], 0  # per group [rows, 1, w, w]: causal and inside one example (padding: -1, sees itself)
     for n_rows, w in zip(row_counts, row_lengths):
-        s = torch.from_numpy(seg[begin: begin + n_rows * w]).view(n_rows, w)
+        s = torch.from_numpy(seg[begin : begin + n_rows * w]).view(n_rows, w)
         begin += n_rows * w
         allowed = (s[:, :, None] == s[:, None, :]) & torch.ones(w, w, dtype=torch.bool).tril()
         # additive (0 / -inf): SDPA would convert a boolean mask again in every pass (measured: 4% of a step)
         masks.append(torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf")).unsqueeze(1).to(device))
-    return Batch(torch.from_numpy(inputs).to(device), torch.from_numpy(nxt)[flat].to(device), flat.to(device),
-                 int(lengths.sum()), torch.from_numpy(pos).to(device), Packing(row_counts, row_lengths, masks))
+    return Batch(
+        torch.from_numpy(inputs).to(device),
+        torch.from_numpy(nxt)[flat].to(device),
+        flat.to(device),
+        int(lengths.sum()),
+        torch.from_numpy(pos).to(device),
+        Packing(row_counts, row_lengths, masks),
+    )
 
 
 def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int, window: int, device) -> Batch:
     """The naive baseline's batch: windows of `window` + 1 tokens at random offsets of the
     concatenated training samples; every position predicts the next token."""
     starts = np.random.default_rng([seed, 7, step]).integers(0, len(stream) - window - 1, size=batch_size)
-    chunk = torch.from_numpy(np.stack([stream[s: s + window + 1] for s in starts]))
+    chunk = torch.from_numpy(np.stack([stream[s : s + window + 1] for s in starts]))
     n = batch_size * window
     return Batch(chunk[:, :-1].to(device), chunk[:, 1:].reshape(-1).to(device), torch.arange(n, device=device), n)
 
@@ -215,8 +234,14 @@ class Progress:
             self.bar.stop()
 
 
-def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after: int | None = None,
-              quiet: bool = False, init_from: str | Path | None = None) -> RunResult | None:
+def train_run(
+    cfg: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    stop_after: int | None = None,
+    quiet: bool = False,
+    init_from: str | Path | None = None,
+) -> RunResult | None:
     """Train one run into the run directory `out` (train/run_dir.py). Returns its RunResult, or
     None when stopped by `stop_after` (a checkpoint is left to resume from). `init_from` starts
     from another run's weights (transfer, SPEC section 6) with a fresh optimiser."""
@@ -253,11 +278,22 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
         try:
             model.load_state_dict(src["model"])
         except RuntimeError:
-            raise UserError(f"--init-from {str(init_from)!r} holds a model of another shape than "
-                            f"this config's (width {cfg.model.width})") from None
+            raise UserError(
+                f"--init-from {str(init_from)!r} holds a model of another shape than "
+                f"this config's (width {cfg.model.width})"
+            ) from None
     opt = make_optimizer(model, cfg)
-    state = {"step": 0, "tokens_seen": 0, "train_seconds": 0.0, "best": -1.0, "since_best": 0,
-             "stop_reason": None, "loss": float("nan"), "running": 0.0, "n_running": 0}
+    state = {
+        "step": 0,
+        "tokens_seen": 0,
+        "train_seconds": 0.0,
+        "best": -1.0,
+        "since_best": 0,
+        "stop_reason": None,
+        "loss": float("nan"),
+        "running": 0.0,
+        "n_running": 0,
+    }
     if resume and ck_path.exists():
         ck = load_checkpoint(ck_path)
         model.load_state_dict(ck["model"])
@@ -286,8 +322,9 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
             if stream is not None:
                 b = make_window_batch(stream, cfg.seed, step, t.batch_size, t.window, device)
             else:
-                b = make_batch(train_set, batch_indices(cfg.seed, step, len(train_set), t.batch_size), t.loss_on,
-                               device, t.pack)
+                b = make_batch(
+                    train_set, batch_indices(cfg.seed, step, len(train_set), t.batch_size), t.loss_on, device, t.pack
+                )
             lv = optimisation_step(model, opt, b, t.grad_clip)
             state["train_seconds"] += time.perf_counter() - t0
             state["tokens_seen"] += b.n_tokens
@@ -299,12 +336,20 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
             last = state["step"] == t.steps
             if state["step"] % t.eval_every == 0 or last:
                 held = evaluate(model, data.validation_sets, data, device)  # never the test sets
-                row = {"step": state["step"], "tokens_seen": state["tokens_seen"], "loss": state["running"] / state["n_running"],
-                       "lr": lr_at(step, cfg), "train_seconds": state["train_seconds"], "accuracy_validation": held}
+                row = {
+                    "step": state["step"],
+                    "tokens_seen": state["tokens_seen"],
+                    "loss": state["running"] / state["n_running"],
+                    "lr": lr_at(step, cfg),
+                    "train_seconds": state["train_seconds"],
+                    "accuracy_validation": held,
+                }
                 append_line(met_path, json.dumps(row))
                 state["running"], state["n_running"] = 0.0, 0
-                progress.line(f"step {state['step']:>6}  loss {row['loss']:.4f}  " +
-                              "  ".join(f"{k} {v:.3f}" for k, v in held.items()))
+                progress.line(
+                    f"step {state['step']:>6}  loss {row['loss']:.4f}  "
+                    + "  ".join(f"{k} {v:.3f}" for k, v in held.items())
+                )
                 score = min(held[op] for op in targets) if targets else 0.0
                 if score > state["best"] + t.min_delta:
                     state["best"], state["since_best"] = score, 0
@@ -323,8 +368,13 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
 
     rows = read_jsonl(met_path)
     if not rows or rows[-1].get("step") != state["step"] or "accuracy_validation" not in rows[-1]:  # lost: redo it
-        rows.append({"step": state["step"], "loss": state["loss"],
-                     "accuracy_validation": evaluate(model, data.validation_sets, data, device)})
+        rows.append(
+            {
+                "step": state["step"],
+                "loss": state["loss"],
+                "accuracy_validation": evaluate(model, data.validation_sets, data, device),
+            }
+        )
         append_line(met_path, json.dumps(rows[-1]))
     final = rows[-1]
     counts = model.number_of_parameters()
@@ -332,13 +382,31 @@ def train_run(cfg: RunConfig, out: str | Path, resume: bool = False, stop_after:
     test = evaluate(model, data.test_sets, data, device)
     trained = evaluate(model, data.trained_sets, data, device)
     result = RunResult(
-        run_id=run_id, mixture=cfg.task.mixture, ops=list(cfg.task.ops), seed=cfg.seed, init_from=init_id,
-        width=cfg.model.width, heads=cfg.model.heads, recurrence=cfg.model.recurrence, blocks=cfg.model.blocks,
-        **counts, steps=state["step"], tokens_seen=state["tokens_seen"], train_seconds=state["train_seconds"],
-        stop_reason=state["stop_reason"] or "budget", final_loss=final["loss"], accuracy=test,
-        accuracy_validation=final["accuracy_validation"], accuracy_train=trained,
-        test_expressions={k: {"scored": len(data.test_sets[k]), "exist": data.test_space.get(k)} for k in test},
-        modulus=cfg.task.modulus, degree=cfg.task.degree, device=str(device))
+        run_id=run_id,
+        mixture=cfg.task.mixture,
+        ops=list(cfg.task.ops),
+        seed=cfg.seed,
+        init_from=init_id,
+        width=cfg.model.width,
+        heads=cfg.model.heads,
+        recurrence=cfg.model.recurrence,
+        blocks=cfg.model.blocks,
+        **counts,
+        steps=state["step"],
+        tokens_seen=state["tokens_seen"],
+        train_seconds=state["train_seconds"],
+        stop_reason=state["stop_reason"] or "budget",
+        final_loss=final["loss"],
+        accuracy=test,
+        accuracy_validation=final["accuracy_validation"],
+        accuracy_train=trained,
+        test_expressions={
+            k: ExpressionCount(scored=len(data.test_sets[k]), exist=data.test_space.get(k)) for k in test
+        },
+        modulus=cfg.task.modulus,
+        degree=cfg.task.degree,
+        device=str(device),
+    )
     write_result(out, result)
     return result
 

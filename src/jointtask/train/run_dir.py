@@ -116,8 +116,10 @@ def quarantine(run_dir: Path, name: str = RESULT) -> None:
 
 def record_failure(run_dir: Path, exc: BaseException) -> str:
     msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-    atomic_write_json(run_dir / ERROR, {"error": msg, "traceback": "".join(traceback.format_exception(exc))[-4000:],
-                                        "time": time.time()})
+    atomic_write_json(
+        run_dir / ERROR,
+        {"error": msg, "traceback": "".join(traceback.format_exception(exc))[-4000:], "time": time.time()},
+    )
     return msg
 
 

@@ -48,5 +48,22 @@ def symmetry_of(op: str) -> Symmetry:
     return _FAMILY_OF_OP[op].OPS[op].symmetry
 
 
-__all__ = ["FAMILIES", "Family", "register", "unregister", "Op", "Symmetry", "Vocab", "ListOps", "Permutations", "family_of", "symmetry_of",
-           "SPECIAL_TOKENS", "PAD", "EOS", "OPEN", "CLOSE", "EQUALS"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "register",
+    "unregister",
+    "Op",
+    "Symmetry",
+    "Vocab",
+    "ListOps",
+    "Permutations",
+    "family_of",
+    "symmetry_of",
+    "SPECIAL_TOKENS",
+    "PAD",
+    "EOS",
+    "OPEN",
+    "CLOSE",
+    "EQUALS",
+]

@@ -78,5 +78,7 @@ class Permutations(Family):
 
     def labellings(self) -> dict[str, np.ndarray]:
         """Sign, and the coset of the stabiliser of the last point (where g sends that point)."""
-        return {"sign": np.array([self.parity(i) for i in range(self.n_values)]),
-                "coset": np.array([p[self.degree - 1] for p in self.elements])}
+        return {
+            "sign": np.array([self.parity(i) for i in range(self.n_values)]),
+            "coset": np.array([p[self.degree - 1] for p in self.elements]),
+        }
