@@ -25,8 +25,10 @@ class LocalExecutor:
     def map(self, runs, runs_dir: Path):
         if not runs:
             return
-        # spawn: a fresh interpreter per worker, no forked torch state; workers die with the driver
-        with ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent) as pool:
+        # spawn: a fresh interpreter per worker, no forked torch state; workers die with the driver.
+        # No more workers than runs: each one starts an interpreter and imports torch.
+        workers = min(self.workers, len(runs))
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent) as pool:
             futures = {pool.submit(execute_run, r.model_dump(mode="json"), str(runs_dir)): r for r in runs}
             pending = set(futures)
             while pending:
