@@ -36,7 +36,13 @@ def width_for_params(p: float, cfg, heads: int) -> int:
 
 
 def adaptive_sweep(
-    exp: Experiment, out: str | Path, executor, progress=None, rounds: int = 1, replan: bool = False
+    exp: Experiment,
+    out: str | Path,
+    executor,
+    progress=None,
+    rounds: int = 1,
+    replan: bool = False,
+    cohort_size: int | None = None,
 ) -> dict:
     out = Path(out)
     grid = exp.sweep.width_list()
@@ -48,10 +54,11 @@ def adaptive_sweep(
 
     def run(ws):
         runs = [r for r in plan(exp, sorted(set().union(*ws.values()))) if r.width in ws.get(r.mixture, ())]
-        s = run_sweep(exp, out, executor, progress, widths_plan=runs, replan=fresh[0])
+        s = run_sweep(exp, out, executor, progress, widths_plan=runs, replan=fresh[0], cohort_size=cohort_size)
         fresh[0] = False
         for k in ("done", "failed", "skipped"):
             total[k] += s[k]
+        total["cohorts"] = s["cohorts"]
         total["failures"] += s["failures"]
 
     run(widths)

@@ -87,6 +87,9 @@ def sweep(
         False,
         help="OUT holds another experiment: start a new plan there (old runs are kept on disk but no longer collected)",
     ),
+    cohort_size: Optional[int] = typer.Option(
+        None, help="train up to K runs of one shape as one computation (default: 64 on CUDA, 1 elsewhere)"
+    ),
 ):
     """Run (or resume) every run of an experiment; exits 1 if any run failed."""
     from .sweep.executors import make_executor
@@ -97,14 +100,18 @@ def sweep(
     exp = load_experiment(experiment, _with_device(set_, device))
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
+    if cohort_size is not None and cohort_size < 1:
+        raise UserError(f"--cohort-size must be >= 1, got {cohort_size}")
     executor = make_executor(backend, workers, address)
     progress = SweepProgress(getattr(executor, "workers", None) or 1)
     if adaptive:
         from .adaptive import adaptive_sweep
 
-        summary = adaptive_sweep(exp, out, executor, progress, replan=replan)
+        summary = adaptive_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size)
     else:
-        summary = run_sweep(exp, out, executor, progress, replan=replan)
+        summary = run_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size)
+    for line in summary.get("cohorts", []):
+        typer.echo(line, err=True)
     typer.echo(f"{summary['done']} trained, {summary['skipped']} already done, {summary['failed']} failed", err=True)
     for rid, msg in summary["failures"]:
         typer.echo(f"failed: {rid}: {msg}", err=True)

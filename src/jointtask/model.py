@@ -218,8 +218,9 @@ class LoopedTransformer(nn.Module):
         x = self.ln_final(x)
         return x if at is None else x.reshape(-1, x.shape[-1]).index_select(0, at)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:  # [B, T] ids -> [B, T, vocab] logits
-        return self.head(self.residual(idx))
+    def forward(self, idx: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, T] ids -> [B, T, vocab] logits; with `at` (flat token indices), [len(at), vocab]."""
+        return self.head(self.residual(idx, at=at))
 
     def hook_points(self) -> dict[str, HookPoint]:
         return {name: m for name, m in self.named_modules() if isinstance(m, HookPoint)}

@@ -1,9 +1,11 @@
 """Executors: how the runs of a sweep get trained. One small interface:
 
-    executor.map(runs, runs_dir) -> iterator of (run, outcome, exception), in completion order
+    executor.map(groups, runs_dir) -> iterator of (run, outcome, exception), in completion order
 
-`local` is a process pool on this machine (one torch thread per worker); `ray` hands the runs
-to a Ray cluster as tasks that each declare one CPU and are retried a bounded number of times.
+A group is one run, or a cohort of runs of one shape trained as one computation
+(runner.cohorts). `local` is a process pool on this machine (one torch thread per worker); `ray`
+hands each group to a Ray cluster as a task that declares one CPU (and a whole GPU for a cohort
+on CUDA), retried a bounded number of times.
 """
 
 from __future__ import annotations
@@ -15,31 +17,45 @@ import multiprocessing as mp
 from pathlib import Path
 
 from ..errors import UserError
-from .runner import die_with_parent, execute_run
+from .runner import die_with_parent, execute_group
 
 
 class LocalExecutor:
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1
 
-    def map(self, runs, runs_dir: Path):
-        if not runs:
+    def map(self, groups, runs_dir: Path):
+        if not groups:
             return
         # spawn: a fresh interpreter per worker, no forked torch state; workers die with the driver.
-        # No more workers than runs: each one starts an interpreter and imports torch.
-        workers = min(self.workers, len(runs))
+        # No more workers than groups: each one starts an interpreter and imports torch.
+        workers = min(self.workers, len(groups))
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent) as pool:
-            futures = {pool.submit(execute_run, r.model_dump(mode="json"), str(runs_dir)): r for r in runs}
+            futures = {pool.submit(execute_group, _plain(g), str(runs_dir)): g for g in groups}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
                     try:
-                        yield futures[f], f.result(), None
+                        outcomes = f.result()
                     except BrokenProcessPool as e:
-                        yield futures[f], None, RuntimeError(f"worker process died: {e}")
+                        outcomes = RuntimeError(f"worker process died: {e}")
                     except Exception as e:
-                        yield futures[f], None, e
+                        outcomes = e
+                    yield from _per_run(futures[f], outcomes)
+
+
+def _plain(group) -> list[dict]:
+    return [r.model_dump(mode="json") for r in group]
+
+
+def _per_run(group, outcomes):
+    """(run, outcome, None) for each run of a group, or (run, None, exception) when it failed."""
+    for i, run in enumerate(group):
+        if isinstance(outcomes, BaseException):
+            yield run, None, outcomes
+        else:
+            yield run, outcomes[i], None
 
 
 def _ray_env() -> None:
@@ -55,8 +71,8 @@ class RayExecutor:
     def __init__(self, address: str | None = None, workers: int | None = None):
         self.address, self.workers = address, workers
 
-    def map(self, runs, runs_dir: Path):
-        if not runs:
+    def map(self, groups, runs_dir: Path):
+        if not groups:
             return
         _ray_env()
         try:
@@ -80,26 +96,30 @@ class RayExecutor:
             )
         try:
             task = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=True)(_ray_execute)
-            refs = {task.remote(r.model_dump(mode="json"), str(runs_dir)): r for r in runs}
+            refs = {}
+            for g in groups:
+                cohort_on_gpu = len(g) > 1 and g[0].config.train.device.startswith("cuda")
+                refs[task.options(num_gpus=1 if cohort_on_gpu else 0).remote(_plain(g), str(runs_dir))] = g
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
                     try:
-                        yield refs[ref], ray.get(ref), None
+                        outcomes = ray.get(ref)
                     except ray.exceptions.RayTaskError as e:  # pyright: ignore[reportAttributeAccessIssue]
-                        yield refs[ref], None, e.cause if e.cause is not None else e
+                        outcomes = e.cause if e.cause is not None else e
                     except Exception as e:
-                        yield refs[ref], None, e
+                        outcomes = e
+                    yield from _per_run(refs[ref], outcomes)
         finally:
             ray.shutdown()
 
 
-def _ray_execute(run: dict, runs_dir: str) -> dict:
+def _ray_execute(group: list[dict], runs_dir: str) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    return execute_run(run, runs_dir, ship_files=True)  # the driver may not share this disk
+    return execute_group(group, runs_dir, ship_files=True)  # the driver may not share this disk
 
 
 def make_executor(backend: str, workers: int | None = None, address: str | None = None):

@@ -13,6 +13,7 @@ exclusive lock on its directory, so two processes never train the same run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,6 +76,57 @@ def execute_run(run: dict, runs_dir: str, ship_files: bool = False) -> dict:
         {n: (out / n).read_bytes() for n in (CONFIG, METRICS, CHECKPOINT) if (out / n).exists()} if ship_files else {}
     )
     return {"result": result.model_dump(mode="json"), "files": files}
+
+
+def execute_group(runs: list[dict], runs_dir: str, ship_files: bool = False) -> list[dict]:
+    """Train a group of planned runs: one run alone (`execute_run`), or a cohort (train/cohort.py),
+    pretraining runs first as a cohort of their own. Returns one outcome per run, in order."""
+    if len(runs) == 1:
+        return [execute_run(runs[0], runs_dir, ship_files)]
+    from ..train.cohort import train_cohort
+
+    planned = [PlannedRun.model_validate(r) for r in runs]
+    root = Path(runs_dir)
+    pre = list({p.pretrain.run_id: p.pretrain for p in planned if p.pretrain is not None}.values())
+    for group in (pre, planned):
+        if not group:
+            continue
+        with contextlib.ExitStack() as held:  # every run of the cohort, in one order (no deadlock)
+            for rid in sorted(p.run_id for p in group):
+                held.enter_context(locked(root / rid / LOCK))
+            inits: list[str | Path | None] = [root / p.pretrain.run_id if p.pretrain else None for p in group]
+            results = train_cohort([p.config for p in group], [root / p.run_id for p in group], init_froms=inits)
+    outcomes = []
+    for p, result in zip(planned, results):
+        assert result.run_id == p.run_id, "the planner and the trainer name runs alike"
+        out = root / p.run_id
+        files = {n: (out / n).read_bytes() for n in (CONFIG, METRICS, CHECKPOINT) if (out / n).exists()}
+        outcomes.append({"result": result.model_dump(mode="json"), "files": files if ship_files else {}})
+    return outcomes
+
+
+def cohorts(runs: list[PlannedRun], size: int) -> tuple[list[list[PlannedRun]], list[str]]:
+    """Runs grouped into cohorts of at most `size` runs of one shape (size 1: each run alone),
+    each cohort shrunk to what fits the device; and a line per shape saying the size chosen."""
+    if size <= 1:
+        return [[r] for r in runs], []
+    from ..train.cohort import fit_cohort_size, shape_of
+
+    by_shape: dict[tuple, list[PlannedRun]] = {}
+    for r in runs:
+        by_shape.setdefault(shape_of(r.config), []).append(r)
+    groups, notes = [], []
+    for group in by_shape.values():
+        k, why = fit_cohort_size(group[0].config, size)
+        notes.append(f"width {group[0].width}: {why}")
+        groups += [group[i : i + k] for i in range(0, len(group), k)]
+    return groups, notes
+
+
+def default_cohort_size(device: str) -> int:
+    """Cohorts pay where one model leaves the device idle (a GPU); on a CPU they do not
+    (docs/performance.md), so each run trains alone there."""
+    return 64 if device.startswith("cuda") else 1
 
 
 def store_run(runs_dir: Path, outcome: dict) -> None:
@@ -155,10 +207,17 @@ def load_plan(out: Path) -> list[dict]:
 
 
 def run_sweep(
-    exp: Experiment, out: str | Path, executor, progress=None, widths_plan=None, replan: bool = False
+    exp: Experiment,
+    out: str | Path,
+    executor,
+    progress=None,
+    widths_plan=None,
+    replan: bool = False,
+    cohort_size: int | None = None,
 ) -> dict:
-    """Run every unfinished run of `exp` (or of `widths_plan`, a list of PlannedRun). Returns
-    counts: {'done': n, 'failed': n, 'skipped': n, 'failures': [(run_id, message)]}."""
+    """Run every unfinished run of `exp` (or of `widths_plan`, a list of PlannedRun), in cohorts
+    of up to `cohort_size` runs of one shape (None: the device's default). Returns counts:
+    {'done': n, 'failed': n, 'skipped': n, 'failures': [(run_id, message)], 'cohorts': [line]}."""
     out = Path(out)
     runs = widths_plan if widths_plan is not None else plan(exp)
     out.mkdir(parents=True, exist_ok=True)
@@ -171,10 +230,13 @@ def run_sweep(
         for r in todo:  # a new attempt clears the last failure; an unreadable result is set aside
             (runs_dir / r.run_id / ERROR).unlink(missing_ok=True)
             run_dir.quarantine(runs_dir / r.run_id)
-        summary = {"done": 0, "failed": 0, "skipped": len(runs) - len(todo), "failures": []}
+        if cohort_size is None:
+            cohort_size = default_cohort_size(runs[0].config.train.device if runs else "cpu")
+        groups, notes = cohorts(todo, cohort_size)
+        summary = {"done": 0, "failed": 0, "skipped": len(runs) - len(todo), "failures": [], "cohorts": notes}
         if progress:
             progress.start(runs, runs_dir)
-        for run, outcome, exc in executor.map(todo, runs_dir):
+        for run, outcome, exc in executor.map(groups, runs_dir):
             if exc is None:
                 store_run(runs_dir, outcome)
                 summary["done"] += 1
@@ -195,6 +257,7 @@ def run_sweep(
                     "trained": summary["done"],
                     "failed": summary["failed"],
                     "workers": getattr(executor, "workers", None),
+                    "cohort_size": cohort_size,
                     "processor": processor(),
                 }
             ),

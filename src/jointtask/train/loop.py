@@ -234,6 +234,202 @@ class Progress:
             self.bar.stop()
 
 
+class Run:
+    """One run's data, model, optimiser and bookkeeping, whoever takes its optimisation steps:
+    `train_run` alone, or train/cohort.py together with runs of the same shape. Opening a run
+    checks its directory (a changed config is refused), writes its config, builds its data and
+    its model (the same initialisation either way) and resumes from its checkpoint. `result` is
+    set when the directory holds a finished run already."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, resume: bool = False, init_from: str | Path | None = None):
+        self.cfg, self.out = cfg, Path(out)
+        out = self.out
+        self.device = torch.device(cfg.train.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError("train.device is cuda but no CUDA device is available")
+        if out.exists() and not out.is_dir():
+            raise UserError(f"run directory {str(out)!r} is a file")
+        if (out / CONFIG).exists():  # before anything is read back: a changed config is never resumed
+            saved = load_config(out / CONFIG)
+            if saved.run_id() != cfg.run_id():
+                raise UserError(f"run directory {str(out)!r} holds a different config; use another --out")
+        leftover = {p.name for p in out.iterdir()} - {CONFIG, LOCK} if out.exists() else set()
+        if leftover and not resume:
+            raise UserError(f"run directory {str(out)!r} is not empty; pass --resume to continue it")
+        self.result = read_result(out) if resume else None
+        if self.result is not None:
+            return
+        if resume:
+            quarantine(out)  # an unreadable record is set aside and recomputed from the checkpoint
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / CONFIG, cfg.to_toml())
+
+        self.data = build_task_data(cfg.task, cfg.data, cfg.seed)
+        self.model = build_model(cfg, len(self.data.vocab)).to(self.device)
+        self.run_id, self.init_id = cfg.run_id(), None
+        if init_from is not None:
+            self.init_id = _run_id_of(Path(init_from))
+            self.run_id = transfer_run_id(self.run_id, self.init_id)
+            src = load_checkpoint(Path(init_from) / CHECKPOINT)
+            try:
+                self.model.load_state_dict(src["model"])
+            except RuntimeError:
+                raise UserError(
+                    f"--init-from {str(init_from)!r} holds a model of another shape than "
+                    f"this config's (width {cfg.model.width})"
+                ) from None
+        self.opt = make_optimizer(self.model, cfg)
+        self.state = {
+            "step": 0,
+            "tokens_seen": 0,
+            "train_seconds": 0.0,
+            "best": -1.0,
+            "since_best": 0,
+            "stop_reason": None,
+            "loss": float("nan"),
+            "running": 0.0,
+            "n_running": 0,
+        }
+        met_path = out / METRICS
+        if resume and (out / CHECKPOINT).exists():
+            ck = load_checkpoint(out / CHECKPOINT)
+            self.model.load_state_dict(ck["model"])
+            self.opt.load_state_dict(ck["optimizer"])
+            self.state = ck["state"]
+            # metrics logged after the checkpoint belong to steps that will be redone
+            kept = [
+                r for r in read_jsonl(met_path) if isinstance(r.get("step"), int) and r["step"] <= self.state["step"]
+            ]
+            atomic_write_text(met_path, "".join(json.dumps(r) + "\n" for r in kept))
+        elif met_path.exists():
+            met_path.unlink()
+        t = cfg.train
+        self.stream = None
+        if t.packing == "windows":
+            self.stream = np.concatenate([row[:n] for row, n in zip(self.data.train.ids, self.data.train.lengths)])
+        self.targets = [op for op in cfg.task.ops if op in self.data.validation_sets]  # early stopping watches these
+        self.model.train()
+
+    @property
+    def step(self) -> int:
+        return self.state["step"]
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.step >= self.cfg.train.steps or self.state["stop_reason"] is not None
+
+    def lr(self) -> float:
+        return lr_at(self.step, self.cfg)
+
+    def batch(self, pack: int | None = None) -> Batch:
+        """This step's batch: a pure function of (seed, step). `pack` overrides train.pack."""
+        t = self.cfg.train
+        if self.stream is not None:
+            return make_window_batch(self.stream, self.cfg.seed, self.step, t.batch_size, t.window, self.device)
+        idx = batch_indices(self.cfg.seed, self.step, len(self.data.train), t.batch_size)
+        return make_batch(self.data.train, idx, t.loss_on, self.device, t.pack if pack is None else pack)
+
+    def after_step(
+        self, loss: float, n_tokens: int, seconds: float, progress=None, sync=None, checkpoint: bool = False
+    ) -> None:
+        """Book one optimisation step: evaluate on validation, decide early stopping, checkpoint
+        when due (or when `checkpoint`). `sync()` first brings the model and optimiser up to date
+        (a cohort keeps them elsewhere between evaluations)."""
+        t, state = self.cfg.train, self.state
+        lr = self.lr()
+        state["train_seconds"] += seconds
+        state["tokens_seen"] += n_tokens
+        state["step"] += 1
+        state["loss"] = loss
+        state["running"] += loss
+        state["n_running"] += 1
+        if progress:
+            progress.advance(state["step"], loss)
+        last = state["step"] == t.steps
+        evaluate_now = state["step"] % t.eval_every == 0 or last
+        if sync and (evaluate_now or last or checkpoint or state["step"] % t.checkpoint_every == 0):
+            sync()
+        if evaluate_now:
+            held = evaluate(self.model, self.data.validation_sets, self.data, self.device)  # never the test sets
+            row = {
+                "step": state["step"],
+                "tokens_seen": state["tokens_seen"],
+                "loss": state["running"] / state["n_running"],
+                "lr": lr,
+                "train_seconds": state["train_seconds"],
+                "accuracy_validation": held,
+            }
+            append_line(self.out / METRICS, json.dumps(row))
+            state["running"], state["n_running"] = 0.0, 0
+            if progress:
+                progress.line(
+                    f"step {state['step']:>6}  loss {row['loss']:.4f}  "
+                    + "  ".join(f"{k} {v:.3f}" for k, v in held.items())
+                )
+            score = min(held[op] for op in self.targets) if self.targets else 0.0
+            if score > state["best"] + t.min_delta:
+                state["best"], state["since_best"] = score, 0
+            else:
+                state["since_best"] += 1
+            if t.early_stop and score >= t.ceiling and not last:
+                state["stop_reason"] = "ceiling"
+            elif t.patience is not None and state["since_best"] >= t.patience and not last:
+                state["stop_reason"] = "plateau"
+        if state["step"] % t.checkpoint_every == 0 or last or state["stop_reason"] or checkpoint:
+            if sync and state["stop_reason"] and not evaluate_now:
+                sync()
+            save_checkpoint(self.out / CHECKPOINT, self.model, self.opt, state)
+
+    def finish(self) -> RunResult:
+        """Score the final model (the test sets are read once, here, and nothing is decided from
+        them) and write result.json, which marks the run finished."""
+        if self.result is not None:
+            return self.result
+        state, data, device, cfg = self.state, self.data, self.device, self.cfg
+        met_path = self.out / METRICS
+        rows = read_jsonl(met_path)
+        if not rows or rows[-1].get("step") != state["step"] or "accuracy_validation" not in rows[-1]:  # lost: redo
+            rows.append(
+                {
+                    "step": state["step"],
+                    "loss": state["loss"],
+                    "accuracy_validation": evaluate(self.model, data.validation_sets, data, device),
+                }
+            )
+            append_line(met_path, json.dumps(rows[-1]))
+        final = rows[-1]
+        test = evaluate(self.model, data.test_sets, data, device)
+        trained = evaluate(self.model, data.trained_sets, data, device)
+        self.result = RunResult(
+            run_id=self.run_id,
+            mixture=cfg.task.mixture,
+            ops=list(cfg.task.ops),
+            seed=cfg.seed,
+            init_from=self.init_id,
+            width=cfg.model.width,
+            heads=cfg.model.heads,
+            recurrence=cfg.model.recurrence,
+            blocks=cfg.model.blocks,
+            **self.model.number_of_parameters(),
+            steps=state["step"],
+            tokens_seen=state["tokens_seen"],
+            train_seconds=state["train_seconds"],
+            stop_reason=state["stop_reason"] or "budget",
+            final_loss=final["loss"],
+            accuracy=test,
+            accuracy_validation=final["accuracy_validation"],
+            accuracy_train=trained,
+            test_expressions={
+                k: ExpressionCount(scored=len(data.test_sets[k]), exist=data.test_space.get(k)) for k in test
+            },
+            modulus=cfg.task.modulus,
+            degree=cfg.task.degree,
+            device=str(device),
+        )
+        write_result(self.out, self.result)
+        return self.result
+
+
 def train_run(
     cfg: RunConfig,
     out: str | Path,
@@ -245,170 +441,24 @@ def train_run(
     """Train one run into the run directory `out` (train/run_dir.py). Returns its RunResult, or
     None when stopped by `stop_after` (a checkpoint is left to resume from). `init_from` starts
     from another run's weights (transfer, SPEC section 6) with a fresh optimiser."""
-    out = Path(out)
     torch.set_num_threads(cfg.train.threads)
-    device = torch.device(cfg.train.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but no CUDA device is available")
-    ck_path, met_path = out / CHECKPOINT, out / METRICS
-    if out.exists() and not out.is_dir():
-        raise UserError(f"run directory {str(out)!r} is a file")
-    if (out / CONFIG).exists():  # before anything is read back: a changed config is never resumed
-        saved = load_config(out / CONFIG)
-        if saved.run_id() != cfg.run_id():
-            raise UserError(f"run directory {str(out)!r} holds a different config; use another --out")
-    leftover = {p.name for p in out.iterdir()} - {CONFIG, LOCK} if out.exists() else set()
-    if leftover and not resume:
-        raise UserError(f"run directory {str(out)!r} is not empty; pass --resume to continue it")
-    if resume:
-        done = read_result(out)
-        if done is not None:
-            return done
-        quarantine(out)  # an unreadable record is set aside and recomputed from the checkpoint
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / CONFIG, cfg.to_toml())
-
-    data = build_task_data(cfg.task, cfg.data, cfg.seed)
-    model = build_model(cfg, len(data.vocab)).to(device)
-    run_id, init_id = cfg.run_id(), None
-    if init_from is not None:
-        init_id = _run_id_of(Path(init_from))
-        run_id = transfer_run_id(run_id, init_id)
-        src = load_checkpoint(Path(init_from) / CHECKPOINT)
-        try:
-            model.load_state_dict(src["model"])
-        except RuntimeError:
-            raise UserError(
-                f"--init-from {str(init_from)!r} holds a model of another shape than "
-                f"this config's (width {cfg.model.width})"
-            ) from None
-    opt = make_optimizer(model, cfg)
-    state = {
-        "step": 0,
-        "tokens_seen": 0,
-        "train_seconds": 0.0,
-        "best": -1.0,
-        "since_best": 0,
-        "stop_reason": None,
-        "loss": float("nan"),
-        "running": 0.0,
-        "n_running": 0,
-    }
-    if resume and ck_path.exists():
-        ck = load_checkpoint(ck_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
-        # metrics logged after the checkpoint belong to steps that will be redone
-        kept = [r for r in read_jsonl(met_path) if isinstance(r.get("step"), int) and r["step"] <= state["step"]]
-        atomic_write_text(met_path, "".join(json.dumps(r) + "\n" for r in kept))
-    elif met_path.exists():
-        met_path.unlink()
-
-    t = cfg.train
-    train_set = data.train
-    stream = None
-    if t.packing == "windows":
-        stream = np.concatenate([row[:n] for row, n in zip(train_set.ids, train_set.lengths)])
-    targets = [op for op in cfg.task.ops if op in data.validation_sets]  # early stopping watches these
-    progress = Progress(t.steps, state["step"], cfg.task.mixture, quiet)
-    model.train()
+    run = Run(cfg, out, resume, init_from)
+    if run.result is not None:
+        return run.result
+    progress = Progress(cfg.train.steps, run.step, cfg.task.mixture, quiet)
     try:
-        while state["step"] < t.steps and state["stop_reason"] is None:
-            step = state["step"]
+        while not run.done:
             t0 = time.perf_counter()
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg)
-            if stream is not None:
-                b = make_window_batch(stream, cfg.seed, step, t.batch_size, t.window, device)
-            else:
-                b = make_batch(
-                    train_set, batch_indices(cfg.seed, step, len(train_set), t.batch_size), t.loss_on, device, t.pack
-                )
-            lv = optimisation_step(model, opt, b, t.grad_clip)
-            state["train_seconds"] += time.perf_counter() - t0
-            state["tokens_seen"] += b.n_tokens
-            state["step"] = step + 1
-            state["loss"] = lv
-            state["running"] += lv
-            state["n_running"] += 1
-            progress.advance(state["step"], lv)
-            last = state["step"] == t.steps
-            if state["step"] % t.eval_every == 0 or last:
-                held = evaluate(model, data.validation_sets, data, device)  # never the test sets
-                row = {
-                    "step": state["step"],
-                    "tokens_seen": state["tokens_seen"],
-                    "loss": state["running"] / state["n_running"],
-                    "lr": lr_at(step, cfg),
-                    "train_seconds": state["train_seconds"],
-                    "accuracy_validation": held,
-                }
-                append_line(met_path, json.dumps(row))
-                state["running"], state["n_running"] = 0.0, 0
-                progress.line(
-                    f"step {state['step']:>6}  loss {row['loss']:.4f}  "
-                    + "  ".join(f"{k} {v:.3f}" for k, v in held.items())
-                )
-                score = min(held[op] for op in targets) if targets else 0.0
-                if score > state["best"] + t.min_delta:
-                    state["best"], state["since_best"] = score, 0
-                else:
-                    state["since_best"] += 1
-                if t.early_stop and score >= t.ceiling and not last:
-                    state["stop_reason"] = "ceiling"
-                elif t.patience is not None and state["since_best"] >= t.patience and not last:
-                    state["stop_reason"] = "plateau"
-            if state["step"] % t.checkpoint_every == 0 or last or state["stop_reason"] or state["step"] == stop_after:
-                save_checkpoint(ck_path, model, opt, state)
-            if stop_after is not None and state["step"] >= stop_after and not last:
+            for g in run.opt.param_groups:
+                g["lr"] = run.lr()
+            b = run.batch()
+            loss = optimisation_step(run.model, run.opt, b, cfg.train.grad_clip)
+            run.after_step(loss, b.n_tokens, time.perf_counter() - t0, progress, checkpoint=run.step + 1 == stop_after)
+            if stop_after is not None and run.step >= stop_after and not run.done:
                 return None
     finally:
         progress.close()
-
-    rows = read_jsonl(met_path)
-    if not rows or rows[-1].get("step") != state["step"] or "accuracy_validation" not in rows[-1]:  # lost: redo it
-        rows.append(
-            {
-                "step": state["step"],
-                "loss": state["loss"],
-                "accuracy_validation": evaluate(model, data.validation_sets, data, device),
-            }
-        )
-        append_line(met_path, json.dumps(rows[-1]))
-    final = rows[-1]
-    counts = model.number_of_parameters()
-    # the test sets are read once, by the final model, and nothing is decided from them
-    test = evaluate(model, data.test_sets, data, device)
-    trained = evaluate(model, data.trained_sets, data, device)
-    result = RunResult(
-        run_id=run_id,
-        mixture=cfg.task.mixture,
-        ops=list(cfg.task.ops),
-        seed=cfg.seed,
-        init_from=init_id,
-        width=cfg.model.width,
-        heads=cfg.model.heads,
-        recurrence=cfg.model.recurrence,
-        blocks=cfg.model.blocks,
-        **counts,
-        steps=state["step"],
-        tokens_seen=state["tokens_seen"],
-        train_seconds=state["train_seconds"],
-        stop_reason=state["stop_reason"] or "budget",
-        final_loss=final["loss"],
-        accuracy=test,
-        accuracy_validation=final["accuracy_validation"],
-        accuracy_train=trained,
-        test_expressions={
-            k: ExpressionCount(scored=len(data.test_sets[k]), exist=data.test_space.get(k)) for k in test
-        },
-        modulus=cfg.task.modulus,
-        degree=cfg.task.degree,
-        device=str(device),
-    )
-    write_result(out, result)
-    return result
+    return run.finish()
 
 
 def _run_id_of(run_dir: Path) -> str:

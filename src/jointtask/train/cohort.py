@@ -1,0 +1,253 @@
+"""Cohorts: K runs of one shape trained as one computation, with stacked weights.
+
+Small models leave a GPU idle: one process per model is launch-bound. A cohort stacks the
+weights of K runs that share every shape-determining setting (`shape_of`) into [K, ...] tensors
+and takes one optimisation step of all K with one forward, one backward and one optimiser update.
+Everything else stays per run, through the same `Run` bookkeeping a run trained alone uses: its
+own data and batches (a pure function of its seed and step), its own initialisation, learning-rate
+schedule, gradient clipping, evaluation, early stopping, checkpoint and result.json. A run that
+stops leaves the cohort with the state it stopped with; the others go on. A run directory trained
+in a cohort looks as if the run had trained alone, and either trainer resumes it.
+
+The stacked forward below is the looped transformer of model.py written for [K, B, T, d]
+activations (a test checks losses and gradients against K separate models). torch.func.vmap over
+the model would be shorter, but has no batching rule for the CPU's fused attention kernel.
+
+On a CPU a cohort pays little (the matrices of small models are already per-core), so the sweep's
+default cohort size is 1 there; see `jointtask bench --cohort`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+from ..tasks.dataset import context_length
+from ..tasks.families import Vocab
+from .config import RunConfig
+from .loop import Batch, Run
+from .run_dir import RunResult
+
+
+def shape_of(cfg: RunConfig) -> tuple:
+    """What must be equal for runs to share a cohort: the model's shape, the vocabulary and the
+    context length (both set by the task), and the device."""
+    ctx = context_length(cfg.task)
+    if cfg.train.packing == "windows":
+        ctx = max(ctx, cfg.train.window)
+    vocab = len(Vocab(cfg.task.family(cfg.seed)))
+    return (tuple(sorted(cfg.model.model_dump().items())), vocab, ctx, cfg.train.device)
+
+
+def _layer_norm(x, w, b):  # x [K, ..., d], w b [K, d]
+    shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+    return F.layer_norm(x, x.shape[-1:]) * w.view(shape) + b.view(shape)
+
+
+def _linear(x, w, b=None):  # x [K, N, i], w [K, o, i], b [K, o] -> [K, N, o]
+    y = torch.bmm(x, w.transpose(1, 2))
+    return y if b is None else y + b.unsqueeze(1)
+
+
+def stacked_forward(
+    p: dict[str, torch.Tensor], idx: torch.Tensor, at: torch.Tensor, heads: int, blocks: int, recurrence: int
+) -> torch.Tensor:
+    """Logits [K, A, vocab] of K models (weights `p`, named as in LoopedTransformer, stacked on
+    dim 0) for ids [K, B, T], at flat token indices `at` [K, A] into each model's B * T."""
+    K, B, T = idx.shape
+    ks = torch.arange(K, device=idx.device).view(K, 1, 1)
+    x = p["tok_embed.weight"][ks, idx] + p["pos_embed.weight"][:, :T].unsqueeze(1)  # [K, B, T, d]
+    d = x.shape[-1]
+    hs = d // heads
+    x = x.view(K, B * T, d)
+    for step in range(blocks * recurrence):
+        n = f"blocks.{step % blocks}."
+        h = _layer_norm(x, p[n + "ln_attn.weight"], p[n + "ln_attn.bias"])
+        qkv = _linear(h, p[n + "attn.qkv.weight"], p[n + "attn.qkv.bias"])  # [K, B*T, 3d]
+        q, k, v = (t.reshape(K * B, T, heads, hs).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # [K*B, h, T, hs]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(K, B * T, d)
+        x = x + _linear(y, p[n + "attn.proj.weight"], p[n + "attn.proj.bias"])
+        h = _layer_norm(x, p[n + "ln_mlp.weight"], p[n + "ln_mlp.bias"])
+        x = x + _linear(
+            F.gelu(_linear(h, p[n + "mlp.fc.weight"], p[n + "mlp.fc.bias"])),
+            p[n + "mlp.out.weight"],
+            p[n + "mlp.out.bias"],
+        )
+    x = _layer_norm(x, p["ln_final.weight"], p["ln_final.bias"])
+    x = torch.gather(x, 1, at.unsqueeze(-1).expand(-1, -1, d))  # [K, A, d]: the head only where the loss is
+    return _linear(x, p["head.weight"])
+
+
+def _grad(p: torch.Tensor) -> torch.Tensor:
+    if p.grad is None:
+        raise RuntimeError("a stacked weight got no gradient")
+    return p.grad
+
+
+def _stack_batches(batches: list[Batch]) -> tuple[torch.Tensor, ...]:
+    """Padded batches of K runs as [K, B, T] ids and [K, A] loss indices, targets and weights
+    (each run's own examples; right padding changes nothing for causal attention)."""
+    T = max(b.inputs.shape[1] for b in batches)
+    A = max(len(b.targets) for b in batches)
+    K, B = len(batches), batches[0].inputs.shape[0]
+    device = batches[0].inputs.device
+    idx = torch.zeros(K, B, T, dtype=torch.long, device=device)
+    at = torch.zeros(K, A, dtype=torch.long, device=device)
+    targets = torch.zeros(K, A, dtype=torch.long, device=device)
+    weight = torch.zeros(K, A, device=device)
+    for k, b in enumerate(batches):
+        if b.packing is not None or b.inputs.shape[0] != B:
+            raise UserError("a cohort needs padded batches of one batch size")
+        t = b.inputs.shape[1]
+        idx[k, :, :t] = b.inputs
+        n = len(b.targets)
+        at[k, :n] = b.loss_at // t * T + b.loss_at % t
+        targets[k, :n] = b.targets
+        weight[k, :n] = 1.0
+    return idx, at, targets, weight
+
+
+class Cohort:
+    """The stacked weights and AdamW state of some runs (all of one shape)."""
+
+    def __init__(self, runs: list[Run]):
+        self.runs = runs
+        template = runs[0].model
+        self.names = [n for n, _ in template.named_parameters()]
+        self.decay = {n: p.dim() >= 2 for n, p in template.named_parameters()}  # as make_optimizer groups them
+        self.cfg = runs[0].cfg.model
+        per_run = [dict(r.model.named_parameters()) for r in runs]
+        self.params = {n: torch.stack([pr[n].detach() for pr in per_run]).requires_grad_() for n in self.names}
+        self.exp_avg, self.exp_avg_sq = {}, {}
+        steps = []
+        for n in self.names:
+            states = [r.opt.state.get(pr[n], {}) for r, pr in zip(runs, per_run)]
+            self.exp_avg[n] = torch.stack([s.get("exp_avg", torch.zeros_like(pr[n])) for s, pr in zip(states, per_run)])
+            self.exp_avg_sq[n] = torch.stack(
+                [s.get("exp_avg_sq", torch.zeros_like(pr[n])) for s, pr in zip(states, per_run)]
+            )
+            steps.append([float(s["step"]) if "step" in s else 0.0 for s in states])
+        dev = self.params[self.names[0]].device
+        self.opt_step = torch.tensor(steps[0], dtype=torch.float64, device=dev)  # [K] AdamW steps taken
+        vec = lambda f: torch.tensor([f(r.cfg.train) for r in runs], dtype=torch.float64, device=dev)
+        self.beta1, self.beta2 = vec(lambda t: t.beta1), vec(lambda t: t.beta2)
+        self.weight_decay, self.grad_clip = vec(lambda t: t.weight_decay), vec(lambda t: t.grad_clip)
+
+    def _k(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A per-run vector shaped to broadcast over stacked tensors like `like`."""
+        return v.to(like.dtype).view((-1,) + (1,) * (like.dim() - 1))
+
+    def step(self, batches: list[Batch]) -> list[float]:
+        """One AdamW step of every run on its own batch; returns the K losses."""
+        idx, at, targets, weight = _stack_batches(batches)
+        c = self.cfg
+        logits = stacked_forward(self.params, idx, at, c.heads, c.blocks, c.recurrence)
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(weight)
+        losses = (ce * weight).sum(1) / weight.sum(1)  # each run's mean over its own targets
+        for p in self.params.values():
+            p.grad = None
+        losses.sum().backward()  # runs share no weights: each gets its own gradient
+        with torch.no_grad():
+            grads = [_grad(self.params[n]) for n in self.names]
+            # per-run clipping by the global norm, as torch.nn.utils.clip_grad_norm_ does alone
+            norm = torch.stack([g.flatten(1).double().pow(2).sum(1) for g in grads]).sum(0).sqrt()  # [K]
+            coef = torch.where(self.grad_clip > 0, (self.grad_clip / (norm + 1e-6)).clamp(max=1.0), 1.0)
+            lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64, device=norm.device)
+            self.opt_step += 1
+            bc1, bc2 = 1 - self.beta1**self.opt_step, 1 - self.beta2**self.opt_step
+            for n, g in zip(self.names, grads):  # AdamW, as torch.optim.AdamW computes it, per run
+                p, m, v = self.params[n], self.exp_avg[n], self.exp_avg_sq[n]
+                g = g * self._k(coef, g)
+                if self.decay[n]:
+                    p.mul_(1 - self._k(lr * self.weight_decay, p))
+                m.lerp_(g, self._k(1 - self.beta1, m))
+                v.mul_(self._k(self.beta2, v)).addcmul_(g, g * self._k(1 - self.beta2, v))
+                denom = v.sqrt() / self._k(bc2.sqrt(), v) + 1e-8
+                p.sub_(self._k(lr / bc1, p) * m / denom)
+        return losses.detach().tolist()
+
+    def sync(self, k: int) -> None:
+        """Write run k's weights and AdamW state into its own model and optimiser (for its
+        evaluation, checkpoint and result, which are the same as alone)."""
+        r = self.runs[k]
+        with torch.no_grad():
+            for n, p in r.model.named_parameters():
+                p.copy_(self.params[n][k])
+                r.opt.state[p] = {
+                    "step": torch.tensor(float(self.opt_step[k]), device=p.device),
+                    "exp_avg": self.exp_avg[n][k].clone(),
+                    "exp_avg_sq": self.exp_avg_sq[n][k].clone(),
+                }
+
+
+def train_cohort(
+    cfgs: list[RunConfig],
+    outs: Sequence[str | Path],
+    resume: bool = True,
+    init_froms: Sequence[str | Path | None] | None = None,
+) -> list[RunResult]:
+    """Train the runs `cfgs` into the run directories `outs` as one cohort; returns their results
+    in order. Finished runs are read back; the others resume from their checkpoints."""
+    if not cfgs:
+        return []
+    shapes = {shape_of(c) for c in cfgs}
+    if len(shapes) > 1:
+        raise UserError(
+            f"a cohort needs runs of one shape; got {len(shapes)} (width, heads, recurrence, blocks, "
+            "vocabulary, context length and device must agree)"
+        )
+    torch.set_num_threads(cfgs[0].train.threads)
+    inits = list(init_froms) if init_froms is not None else [None] * len(cfgs)
+    runs = [Run(c, o, resume, i) for c, o, i in zip(cfgs, outs, inits)]
+    active = [r for r in runs if not r.done]
+    while active:
+        cohort = Cohort(active)
+        while all(not r.done for r in cohort.runs):
+            t0 = time.perf_counter()
+            batches = [r.batch(pack=0) for r in cohort.runs]
+            losses = cohort.step(batches)
+            share = (time.perf_counter() - t0) / len(cohort.runs)  # each run's part of the step's time
+            for k, r in enumerate(cohort.runs):
+                r.after_step(losses[k], batches[k].n_tokens, share, sync=lambda k=k: cohort.sync(k))
+        for k in range(len(cohort.runs)):  # a stopped run leaves with the state it stopped with
+            cohort.sync(k)
+        active = [r for r in cohort.runs if not r.done]
+    return [r.finish() for r in runs]
+
+
+def cohort_memory(cfg: RunConfig, vocab: int, context: int) -> int:
+    """Bytes one run of a cohort needs: weights, gradients and two AdamW moments (float32), and
+    the activations autograd keeps for one batch (about 20 values per token, width and pass)."""
+    from ..model import count_params
+
+    params = count_params(cfg.model, vocab, context)["params"]
+    passes = cfg.model.blocks * cfg.model.recurrence
+    acts = cfg.train.batch_size * context * cfg.model.width * passes * 20 * cfg.model.mlp_ratio / 4
+    return int(4 * (4 * params + acts))
+
+
+def fit_cohort_size(cfg: RunConfig, wanted: int, free_bytes: int | None = None) -> tuple[int, str]:
+    """The largest cohort size up to `wanted` whose runs fit in half the device's free memory,
+    and a sentence saying why."""
+    vocab, ctx = shape_of(cfg)[1:3]
+    need = cohort_memory(cfg, vocab, ctx)
+    if free_bytes is None:
+        if cfg.train.device.startswith("cuda") and torch.cuda.is_available():
+            free_bytes = torch.cuda.mem_get_info(torch.device(cfg.train.device))[0]
+        else:
+            import os
+
+            free_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    k = max(1, min(wanted, int(free_bytes // 2 // max(need, 1))))
+    why = (
+        f"cohort size {k}"
+        + (f" (asked {wanted})" if k < wanted else "")
+        + f": about {math.ceil(need / 2**20)} MiB a run, {free_bytes // 2**20} MiB free on {cfg.train.device}"
+    )
+    return k, why

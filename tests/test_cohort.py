@@ -1,0 +1,125 @@
+"""Cohorts: K runs of one shape trained as one computation must train each run as it trains alone."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from jointtask.errors import UserError
+from jointtask.fileio import read_jsonl
+from jointtask.model import LoopedTransformer, ModelConfig
+from jointtask.train.cohort import fit_cohort_size, stacked_forward, train_cohort
+from jointtask.train.config import load_config
+from jointtask.train.loop import train_run
+
+from .conftest import ROOT, run_cli
+
+MAX10 = ROOT / "configs" / "max-mod10.toml"
+SMALL = [
+    "task.modulus=7",
+    "task.max_depth=2",
+    "model.width=16",
+    "data.per_n=60",
+    "data.eval_count=40",
+    "data.eval_train_count=10",
+    "train.pack=0",
+    "train.eval_every=10",
+    "train.checkpoint_every=10",
+]
+
+
+def test_stacked_forward_matches_separate_models():
+    torch.manual_seed(0)
+    cfg = ModelConfig(width=16, heads=2, blocks=2, recurrence=2, mlp_ratio=2)
+    models = [LoopedTransformer(cfg, 20, 12) for _ in range(3)]
+    names = [n for n, _ in models[0].named_parameters()]
+    stacked = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_() for n in names}
+    idx = torch.randint(0, 20, (3, 4, 10))
+    at = torch.stack([torch.randperm(40)[:7] for _ in range(3)])
+    targets = torch.randint(0, 20, (3, 7))
+    logits = stacked_forward(stacked, idx, at, cfg.heads, cfg.blocks, cfg.recurrence)
+    F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").backward()
+    for k, m in enumerate(models):
+        alone = m(idx[k], at=at[k])
+        torch.testing.assert_close(logits[k], alone, rtol=1e-5, atol=1e-5)
+        F.cross_entropy(alone, targets[k], reduction="sum").backward()
+        for n, p in m.named_parameters():
+            torch.testing.assert_close(stacked[n].grad[k], p.grad, rtol=1e-4, atol=1e-6)
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+
+def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path):
+    """Different mixtures, seeds, learning rates, budgets; one run stops early (ceiling) and leaves."""
+    variants = [
+        ["task.ops=['ADD','MAX']", "seed=0", "train.steps=30", "train.early_stop=false"],
+        [
+            "task.ops=['ADD']",
+            "seed=1",
+            "train.steps=30",
+            "train.lr=0.001",
+            "train.grad_clip=0.05",
+            "train.early_stop=false",
+        ],
+        ["task.ops=['MAX','MIN']", "seed=2", "train.steps=30", "train.ceiling=0.05"],
+    ]
+    cfgs = [load_config(MAX10, SMALL + v) for v in variants]
+    solo = [train_run(c, tmp_path / f"solo{i}", quiet=True) for i, c in enumerate(cfgs)]
+    cohort = train_cohort(cfgs, [tmp_path / f"co{i}" for i in range(3)])
+    assert solo[2] is not None and solo[2].stop_reason == "ceiling" and solo[2].steps == 10  # it left the cohort
+    for i, (a, b) in enumerate(zip(solo, cohort)):
+        assert a is not None and b.run_id == a.run_id == cfgs[i].run_id()
+        same = {k: v for k, v in a.model_dump().items() if k not in ("train_seconds", "final_loss")}
+        assert {k: v for k, v in b.model_dump().items() if k in same} == same
+        rows_a, rows_b = (
+            read_jsonl(tmp_path / f"solo{i}" / "metrics.jsonl"),
+            read_jsonl(tmp_path / f"co{i}" / "metrics.jsonl"),
+        )
+        assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
+        np.testing.assert_allclose([r["loss"] for r in rows_b], [r["loss"] for r in rows_a], rtol=1e-5)
+        wa = torch.load(tmp_path / f"solo{i}" / "checkpoint.pt")
+        wb = torch.load(tmp_path / f"co{i}" / "checkpoint.pt")
+        assert wa["state"]["step"] == wb["state"]["step"]
+        for n in wa["model"]:
+            torch.testing.assert_close(wb["model"][n], wa["model"][n], rtol=1e-4, atol=2e-5)
+
+
+def test_cohort_and_solo_resume_each_others_checkpoints(tmp_path):
+    a, b = (load_config(MAX10, SMALL + ["train.steps=20", "train.early_stop=false", f"seed={s}"]) for s in (0, 1))
+    full = train_run(a, tmp_path / "full", quiet=True)
+    assert train_run(a, tmp_path / "a", stop_after=10, quiet=True) is None  # a killed solo run
+    ra, rb = train_cohort([a, b], [tmp_path / "a", tmp_path / "b"])  # the cohort resumes it at step 10
+    assert full is not None and ra.accuracy == full.accuracy and ra.steps == 20
+    np.testing.assert_allclose(
+        [r["loss"] for r in read_jsonl(tmp_path / "a" / "metrics.jsonl")],
+        [r["loss"] for r in read_jsonl(tmp_path / "full" / "metrics.jsonl")],
+        rtol=1e-5,
+    )
+    assert train_run(b, tmp_path / "b", resume=True, quiet=True) == rb  # finished: read back as it is
+    with pytest.raises(UserError, match="one shape"):
+        train_cohort([a, load_config(MAX10, SMALL + ["model.width=32"])], [tmp_path / "c", tmp_path / "d"])
+
+
+def test_cohort_size_fits_the_memory_and_says_so():
+    cfg = load_config(MAX10, ["model.width=64"])
+    k, why = fit_cohort_size(cfg, 64, free_bytes=64 * 2**20)
+    assert 1 <= k < 64 and f"cohort size {k} (asked 64)" in why and "MiB a run" in why
+    assert fit_cohort_size(cfg, 4, free_bytes=2**40)[0] == 4
+
+
+def test_a_sweep_in_cohorts_gives_the_solo_table(tmp_path):
+    """The smoke sweep (2 mixtures x 2 widths x 2 seeds) in cohorts of up to 4 runs of one width."""
+    from .test_sweep import SMOKE, table
+
+    solo, co = tmp_path / "solo", tmp_path / "co"
+    assert run_cli("sweep", SMOKE, "--out", solo, "--workers", "2", "--set", "base.train.pack=0").returncode == 0
+    r = run_cli("sweep", SMOKE, "--out", co, "--workers", "2", "--set", "base.train.pack=0", "--cohort-size", "4")
+    assert r.returncode == 0, r.stderr
+    assert "cohort size 4" in r.stderr and json.loads((co / "sweep_log.jsonl").read_text())["cohort_size"] == 4
+    a, b = table(solo), table(co)
+    assert list(a.run_id) == list(b.run_id) and (a.steps == b.steps).all()
+    assert (a.accuracy - b.accuracy).abs().max() <= 0.02
