@@ -123,3 +123,12 @@ def test_a_sweep_in_cohorts_gives_the_solo_table(tmp_path):
     a, b = table(solo), table(co)
     assert list(a.run_id) == list(b.run_id) and (a.steps == b.steps).all()
     assert (a.accuracy - b.accuracy).abs().max() <= 0.02
+
+
+def test_cohort_benchmark_reports_each_size_against_runs_alone():
+    from jointtask.bench import run_cohort_bench
+
+    res = run_cohort_bench("cpu", quick=True, widths=(8,), sizes=(2,))
+    row = res["widths"]["8"]
+    assert row["solo"] > 0 and row["2"] > 0 and row["speedup"]["2"] == pytest.approx(row["2"] / row["solo"])
+    assert res["machine"]["device"] == "cpu" and "C2 grid" in res["task"]

@@ -37,7 +37,7 @@ from .sweep.runner import processor
 from .model import LoopedTransformer, ModelConfig
 from .tasks.dataset import TaskData, build_task_data, context_length
 from .tasks.spec import DataConfig, TaskConfig
-from .train.config import RunConfig
+from .train.config import RunConfig, TrainConfig
 from .train.loop import batch_indices, make_batch, make_optimizer, optimisation_step
 
 
@@ -240,8 +240,88 @@ def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
     return out
 
 
-def write_bench(path, quick: bool = False) -> dict:
-    res = run_bench(quick)
+class _BenchRun:
+    """What a cohort needs of a run, without a run directory: a model, an optimiser, a config."""
+
+    def __init__(self, cfg: RunConfig, vocab: int, context: int, device: torch.device):
+        torch.manual_seed(cfg.seed)
+        self.cfg, self.model = cfg, LoopedTransformer(cfg.model, vocab, context).to(device)
+        self.opt = make_optimizer(self.model, cfg)
+
+    def lr(self) -> float:
+        return self.cfg.train.lr
+
+
+def measure_cohort(width: int, size: int, seconds: float, device: str) -> float:
+    """Model-steps per second of a cohort of `size` runs at `width` (size 0: one run alone, on the
+    solo trainer's path, packing and all)."""
+    from .train.cohort import Cohort
+
+    torch.set_num_threads(1)
+    task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=20, max_depth=1)  # the C2 grid's task
+    data = build_task_data(task, DataConfig(per_n=200, eval_count=1, eval_train_count=0), 0)
+    dev = torch.device(device)
+    cfgs = [
+        RunConfig(task=task, model=ModelConfig(width=width), seed=k, train=TrainConfig(device=device))
+        for k in range(max(size, 1))
+    ]
+    runs = [_BenchRun(c, len(data.vocab), context_length(task), dev) for c in cfgs]
+    state = {"step": 0}
+    B = cfgs[0].train.batch_size
+
+    def batches(pack: int):
+        return [
+            make_batch(data.train, batch_indices(r.cfg.seed, state["step"], len(data.train), B), "answer", dev, pack)
+            for r in runs
+        ]
+
+    if size == 0:
+        r = runs[0]
+
+        def solo_step():
+            optimisation_step(r.model, r.opt, batches(r.cfg.train.pack)[0], r.cfg.train.grad_clip)
+            state["step"] += 1
+            return 1
+    else:
+        cohort = Cohort(runs)  # type: ignore[arg-type]  # duck-typed runs
+
+        def cohort_step():
+            cohort.step(batches(0))
+            state["step"] += 1
+            return size
+
+    step = solo_step if size == 0 else cohort_step
+    step()  # warm-up
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    taken, model_steps = _time_steps(step, seconds)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return model_steps / taken
+
+
+def run_cohort_bench(
+    device: str = "cpu", quick: bool = False, widths=(8, 16, 32, 64, 128), sizes=(1, 4, 16, 64)
+) -> dict:
+    """Model-steps per second for cohorts of each size at each width, against runs alone."""
+    seconds = 1.0 if quick else 3.0
+    rows = {}
+    for w in widths:
+        solo = measure_cohort(w, 0, seconds, device)
+        rows[str(w)] = {"solo": solo, **{str(k): measure_cohort(w, k, seconds, device) for k in sizes}}
+        rows[str(w)]["speedup"] = {str(k): rows[str(w)][str(k)] / solo for k in sizes}
+    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else processor()
+    return {
+        "machine": {"device": device, "name": name, "torch": torch.__version__, "threads": 1},
+        "task": "ADD+MAX+MED mod 20, depth 1, batch 256 (the C2 grid)",
+        "seconds_per_measurement": seconds,
+        "unit": "model-steps per second; speedup = cohort / one run alone (the solo trainer, packing and all)",
+        "widths": rows,
+    }
+
+
+def write_bench(path, quick: bool = False, cohort: bool = False, device: str = "cpu") -> dict:
+    res = run_cohort_bench(device, quick) if cohort else run_bench(quick)
     atomic_write_json(path, res)
     return res
 

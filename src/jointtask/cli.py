@@ -279,11 +279,23 @@ def reproduce(
 def bench(
     out: Path = typer.Option(..., help="JSON file to write"),
     quick: bool = typer.Option(False, help="short measurements (about a minute)"),
+    cohort: bool = typer.Option(False, help="cohorts of 1, 4, 16, 64 runs at widths 8-128, against runs alone"),
+    device: str = typer.Option("cpu", help="cpu or cuda (--cohort)"),
 ):
-    """Training throughput: jointtask's trainer against a naive eager loop, and the share of FP32 peak."""
+    """Training throughput: jointtask's trainer against a naive eager loop, and the share of FP32
+    peak; with --cohort, model-steps per second of cohorts on this device."""
     from .bench import write_bench
 
-    res = write_bench(out, quick)
+    res = write_bench(out, quick, cohort, device)
+    if cohort:
+        m = res["machine"]
+        typer.echo(f"{m['name']} ({m['device']}), torch {m['torch']}: model-steps/s (speedup over one run alone)")
+        for w, r in res["widths"].items():
+            typer.echo(
+                f"width {w:>4}: alone {r['solo']:8.1f}  "
+                + "  ".join(f"K={k} {r[k]:8.1f} ({r['speedup'][k]:.2f}x)" for k in r["speedup"])
+            )
+        return
     m = res["machine"]
     typer.echo(
         f"{m['processor']} ({', '.join(m['vector_extensions']) or 'no vector extensions reported'}), "

@@ -113,12 +113,33 @@ def regimes_block(root: Path) -> str:
     return "\n\n".join(parts)
 
 
+def cohort_block(root: Path) -> str:
+    lines = []
+    for f in sorted((root / "docs" / "bench").glob("cohort_*.json")):
+        res = json.loads(f.read_text())
+        m, sizes = res["machine"], sorted(next(iter(res["widths"].values()))["speedup"], key=int)
+        lines += [
+            f"`jointtask bench --cohort --device {m['device']} --out {f.relative_to(root)}` on {m['name']} "
+            f"(torch {m['torch']}, one thread), {res['task']}; model-steps per second, and in brackets the "
+            "speedup over one run trained alone:",
+            "",
+            "| width | alone | " + " | ".join(f"cohort of {k}" for k in sizes) + " |",
+            "|---|---|" + "---|" * len(sizes),
+        ]
+        for w, r in sorted(res["widths"].items(), key=lambda t: int(t[0])):
+            cells = " | ".join(f"{r[k]:.1f} ({r['speedup'][k]:.2f}x)" for k in sizes)
+            lines.append(f"| {w} | {r['solo']:.1f} | {cells} |")
+        lines.append("")
+    return "\n".join(lines) if lines else "(no cohort measurement committed)"
+
+
 BLOCKS = {
     ("README.md", "claims"): claims_block,
     ("README.md", "quick"): quick_block,
     ("docs/definitions.md", "calibration"): calibration_block,
     ("docs/regimes.md", "regimes"): regimes_block,
     ("docs/performance.md", "throughput"): throughput_block,
+    ("docs/performance.md", "cohorts"): cohort_block,
 }
 
 

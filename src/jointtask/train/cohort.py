@@ -45,14 +45,13 @@ def shape_of(cfg: RunConfig) -> tuple:
     return (tuple(sorted(cfg.model.model_dump().items())), vocab, ctx, cfg.train.device)
 
 
-def _layer_norm(x, w, b):  # x [K, ..., d], w b [K, d]
-    shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-    return F.layer_norm(x, x.shape[-1:]) * w.view(shape) + b.view(shape)
+def _layer_norm(x, w, b):  # x [K, N, d], w b [K, d]
+    return torch.addcmul(b.unsqueeze(1), F.layer_norm(x, x.shape[-1:]), w.unsqueeze(1))
 
 
 def _linear(x, w, b=None):  # x [K, N, i], w [K, o, i], b [K, o] -> [K, N, o]
-    y = torch.bmm(x, w.transpose(1, 2))
-    return y if b is None else y + b.unsqueeze(1)
+    wt = w.transpose(1, 2)
+    return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
 
 
 def stacked_forward(
