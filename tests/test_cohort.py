@@ -1,7 +1,5 @@
 """Cohorts: K runs of one shape trained as one computation must train each run as it trains alone."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -14,7 +12,7 @@ from jointtask.train.cohort import fit_cohort_size, stacked_forward, train_cohor
 from jointtask.train.config import load_config
 from jointtask.train.loop import train_run
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT
 
 MAX10 = ROOT / "configs" / "max-mod10.toml"
 SMALL = [
@@ -109,20 +107,6 @@ def test_cohort_size_fits_the_memory_and_says_so():
     k, why = fit_cohort_size(cfg, 64, free_bytes=64 * 2**20)
     assert 1 <= k < 64 and f"cohort size {k} (asked 64)" in why and "MiB a run" in why
     assert fit_cohort_size(cfg, 4, free_bytes=2**40)[0] == 4
-
-
-def test_a_sweep_in_cohorts_gives_the_solo_table(tmp_path):
-    """The smoke sweep (2 mixtures x 2 widths x 2 seeds) in cohorts of up to 4 runs of one width."""
-    from .test_sweep import SMOKE, table
-
-    solo, co = tmp_path / "solo", tmp_path / "co"
-    assert run_cli("sweep", SMOKE, "--out", solo, "--workers", "2", "--set", "base.train.pack=0").returncode == 0
-    r = run_cli("sweep", SMOKE, "--out", co, "--workers", "2", "--set", "base.train.pack=0", "--cohort-size", "4")
-    assert r.returncode == 0, r.stderr
-    assert "cohort size 4" in r.stderr and json.loads((co / "sweep_log.jsonl").read_text())["cohort_size"] == 4
-    a, b = table(solo), table(co)
-    assert list(a.run_id) == list(b.run_id) and (a.steps == b.steps).all()
-    assert (a.accuracy - b.accuracy).abs().max() <= 0.02
 
 
 def test_cohort_benchmark_reports_each_size_against_runs_alone():

@@ -1,3 +1,4 @@
+import json
 import os
 import secrets
 import shutil
@@ -60,6 +61,19 @@ def test_smoke_sweep_table_and_cli(reference):
     # a second start trains nothing
     again = run_cli("sweep", SMOKE, "--out", reference)
     assert again.returncode == 0 and "0 trained, 8 already done" in again.stderr
+
+
+def test_a_sweep_in_cohorts_gives_the_solo_table(tmp_path, reference):
+    """The smoke sweep in cohorts of up to 4 runs of one width: the same runs, the same results."""
+    out = tmp_path / "cohorts"
+    r = run_cli("sweep", SMOKE, "--out", out, "--workers", "2", "--cohort-size", "4")
+    assert r.returncode == 0, r.stderr
+    assert (
+        "width 8: cohort size 4" in r.stderr and json.loads((out / "sweep_log.jsonl").read_text())["cohort_size"] == 4
+    )
+    a, b = table(reference), table(out)
+    assert list(a.run_id) == list(b.run_id) and (a.steps == b.steps).all()
+    assert (a.accuracy - b.accuracy).abs().max() <= 0.02
 
 
 def test_sigkill_part_way_then_resume(tmp_path, reference):
