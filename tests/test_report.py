@@ -95,6 +95,13 @@ def test_transfer_experiment_starts_from_pretrained_weights(tmp_path):
     assert len(runs) == 4  # scratch, scratch with the pretraining steps added, pretraining, transferred
     write_report(tmp_path / "t", n_boot=10, n_perm=19)
     assert (tmp_path / "t" / "report" / "transfer.png").stat().st_size > 1000
+    # in one cohort (the pretraining run first, as a cohort of its own): the same runs and results
+    c = run_sweep(exp, tmp_path / "c", LocalExecutor(1), cohort_size=3)
+    assert c["failed"] == 0 and c["done"] == 3 and len(c["cohorts"]) == 1
+    assert c["cohorts"][0].startswith("width 8: cohort size 3:")
+    dc = collect(tmp_path / "c")
+    assert list(dc.run_id) == list(df.run_id) and (dc.steps == df.steps).all()
+    assert (dc.accuracy - df.accuracy).abs().max() <= 0.02
 
 
 def test_adaptive_search_runs_fewer_widths(tmp_path):
