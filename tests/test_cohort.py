@@ -112,7 +112,7 @@ def test_cohort_size_fits_the_memory_and_says_so():
 def test_cohort_benchmark_reports_each_size_against_runs_alone():
     from jointtask.bench import run_cohort_bench
 
-    res = run_cohort_bench("cpu", quick=True, widths=(8,), sizes=(2,))
+    res = run_cohort_bench("cpu", widths=(8,), sizes=(2,), seconds=0.3)
     row = res["widths"]["8"]
     assert row["solo"] > 0 and row["2"] > 0 and row["speedup"]["2"] == pytest.approx(row["2"] / row["solo"])
     assert res["machine"]["device"] == "cpu" and "C2 grid" in res["task"]

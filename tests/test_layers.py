@@ -11,6 +11,7 @@ SHARED = {"errors", "fileio", "schema", "__init__"}  # utilities every layer may
 
 def _layer(module: str) -> str | None:
     head = module.split(".")[0]
+    head = "model" if head == "model_config" else head  # the model's torch-free half
     return head if head in LAYERS else None
 
 

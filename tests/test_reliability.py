@@ -136,18 +136,22 @@ def test_path_and_resource_errors_are_one_line(tmp_path):
 
 
 def test_a_failed_train_can_be_retried_and_a_changed_config_is_never_resumed(tmp_path):
-    run = tmp_path / "run"
-    one_line_error(run_cli("train", MAX10, "--out", run, "--init-from", tmp_path / "nowhere"), "is not a run directory")
+    run, short = tmp_path / "run", ("--set", "train.steps=40")
+    one_line_error(
+        run_cli("train", MAX10, "--out", run, *short, "--init-from", tmp_path / "nowhere"), "is not a run directory"
+    )
     r = run_cli("train", MAX10, "--out", run, "--quiet", "--set", "train.steps=20")
     assert r.returncode == 2 and "different config" in r.stderr  # the failed attempt had other steps
-    r = run_cli("train", MAX10, "--out", run, "--quiet")
+    r = run_cli("train", MAX10, "--out", run, "--quiet", *short)
     assert r.returncode == 0, r.stderr  # the retry of the same config is not refused
-    one_line_error(run_cli("train", MAX10, "--out", run, "--resume", "--set", "train.lr=0.01"), "different config")
+    one_line_error(
+        run_cli("train", MAX10, "--out", run, "--resume", *short, "--set", "train.lr=0.01"), "different config"
+    )
     mode = stat.S_IMODE((run / "result.json").stat().st_mode)
     assert mode == 0o666 & ~_umask()  # like every other file the tool writes, not 0600
     other = tmp_path / "other"
     one_line_error(
-        run_cli("train", MAX10, "--out", other, "--init-from", run, "--set", "model.width=16"), "another shape"
+        run_cli("train", MAX10, "--out", other, "--init-from", run, *short, "--set", "model.width=16"), "another shape"
     )
 
 

@@ -301,10 +301,14 @@ def measure_cohort(width: int, size: int, seconds: float, device: str) -> float:
 
 
 def run_cohort_bench(
-    device: str = "cpu", quick: bool = False, widths=(8, 16, 32, 64, 128), sizes=(1, 4, 16, 64)
+    device: str = "cpu",
+    quick: bool = False,
+    widths=(8, 16, 32, 64, 128),
+    sizes=(1, 4, 16, 64),
+    seconds: float | None = None,
 ) -> dict:
     """Model-steps per second for cohorts of each size at each width, against runs alone."""
-    seconds = 1.0 if quick else 3.0
+    seconds = seconds or (1.0 if quick else 3.0)
     rows = {}
     for w in widths:
         solo = measure_cohort(w, 0, seconds, device)

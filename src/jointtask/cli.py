@@ -63,9 +63,10 @@ def train(
 ):
     """Train one run; prints its result.json."""
     from .train.config import load_config
+
+    cfg = load_config(config, set_)  # before torch is imported: a bad config fails fast
     from .train.loop import train_run
 
-    cfg = load_config(config, set_)
     result = train_run(cfg, out, resume=resume, stop_after=stop_after, quiet=quiet, init_from=init_from)
     if result is None:
         typer.echo(f"stopped after step {stop_after}; continue with --resume", err=True)
@@ -92,16 +93,17 @@ def sweep(
     ),
 ):
     """Run (or resume) every run of an experiment; exits 1 if any run failed."""
-    from .sweep.executors import make_executor
     from .sweep.experiment import load_experiment
-    from .sweep.progress import SweepProgress
-    from .sweep.runner import run_sweep
 
-    exp = load_experiment(experiment, _with_device(set_, device))
+    exp = load_experiment(experiment, _with_device(set_, device))  # before torch is imported: fails fast
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be >= 1, got {workers}")
     if cohort_size is not None and cohort_size < 1:
         raise UserError(f"--cohort-size must be >= 1, got {cohort_size}")
+    from .sweep.executors import make_executor
+    from .sweep.progress import SweepProgress
+    from .sweep.runner import run_sweep
+
     executor = make_executor(backend, workers, address)
     progress = SweepProgress(getattr(executor, "workers", None) or 1)
     if adaptive:

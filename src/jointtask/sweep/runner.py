@@ -23,7 +23,6 @@ from pathlib import Path
 from ..errors import UserError
 from ..fileio import append_line, atomic_write_bytes, atomic_write_json
 from ..train import run_dir
-from ..train.loop import train_run
 from ..train.run_dir import CHECKPOINT, CONFIG, ERROR, LOCK, METRICS, RunResult, locked
 from .experiment import Experiment, Label, PlannedRun, plan
 
@@ -61,6 +60,8 @@ def execute_run(run: dict, runs_dir: str, ship_files: bool = False) -> dict:
     """Train one planned run (and its pretraining run first, for transfer). Runs in a worker:
     takes and returns plain data, the RunResult's fields; with `ship_files` also the run's files,
     for a driver that does not share this machine's disk (Ray)."""
+    from ..train.loop import train_run  # here, in the worker: reading a sweep never imports torch
+
     planned = PlannedRun.model_validate(run)
     runs = Path(runs_dir)
     init_from = None

@@ -1,17 +1,3 @@
-"""Training: one run from a config (SPEC section 3)."""
-
-from .config import RunConfig, TrainConfig, config_from_dict, load_config
-from .evaluate import accuracy, greedy_decode
-from .loop import build_model, load_checkpoint, train_run
-
-__all__ = [
-    "RunConfig",
-    "TrainConfig",
-    "config_from_dict",
-    "load_config",
-    "accuracy",
-    "greedy_decode",
-    "build_model",
-    "load_checkpoint",
-    "train_run",
-]
+"""Training: one run from a config (loop.train_run), or a cohort of runs of one shape
+(cohort.train_cohort); run_dir owns a run directory. Submodules are imported where used, so that
+validating a config never imports torch."""

@@ -15,7 +15,7 @@ from pydantic import ValidationError, model_validator
 from .. import __version__
 from ..errors import UserError
 from ..fileio import stable_hash
-from ..model import ModelConfig
+from ..model_config import ModelConfig
 from ..schema import Strict, validation_message
 from ..tasks.spec import DataConfig, TaskConfig
 
