@@ -132,15 +132,15 @@ class Cohort:
                 [s.get("exp_avg_sq", torch.zeros_like(pr[n])) for s, pr in zip(states, per_run)]
             )
             steps.append([float(s["step"]) if "step" in s else 0.0 for s in states])
-        dev = self.params[self.names[0]].device
-        self.opt_step = torch.tensor(steps[0], dtype=torch.float64, device=dev)  # [K] AdamW steps taken
-        vec = lambda f: torch.tensor([f(r.cfg.train) for r in runs], dtype=torch.float64, device=dev)
+        # per-run scalars in float64 on the CPU (as torch's AdamW keeps them as Python floats)
+        self.opt_step = torch.tensor(steps[0], dtype=torch.float64)  # [K] AdamW steps taken
+        vec = lambda f: torch.tensor([f(r.cfg.train) for r in runs], dtype=torch.float64)
         self.beta1, self.beta2 = vec(lambda t: t.beta1), vec(lambda t: t.beta2)
         self.weight_decay, self.grad_clip = vec(lambda t: t.weight_decay), vec(lambda t: t.grad_clip)
 
     def _k(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """A per-run vector shaped to broadcast over stacked tensors like `like`."""
-        return v.to(like.dtype).view((-1,) + (1,) * (like.dim() - 1))
+        return v.to(device=like.device, dtype=like.dtype).view((-1,) + (1,) * (like.dim() - 1))
 
     def step(self, batches: list[Batch]) -> list[float]:
         """One AdamW step of every run on its own batch; returns the K losses."""
@@ -155,9 +155,10 @@ class Cohort:
         with torch.no_grad():
             grads = [_grad(self.params[n]) for n in self.names]
             # per-run clipping by the global norm, as torch.nn.utils.clip_grad_norm_ does alone
-            norm = torch.stack([g.flatten(1).double().pow(2).sum(1) for g in grads]).sum(0).sqrt()  # [K]
-            coef = torch.where(self.grad_clip > 0, (self.grad_clip / (norm + 1e-6)).clamp(max=1.0), 1.0)
-            lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64, device=norm.device)
+            norm = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # [K]
+            clip = self._k(self.grad_clip, norm)
+            coef = torch.where(clip > 0, (clip / (norm + 1e-6)).clamp(max=1.0), 1.0)
+            lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64)
             self.opt_step += 1
             bc1, bc2 = 1 - self.beta1**self.opt_step, 1 - self.beta2**self.opt_step
             for n, g in zip(self.names, grads):  # AdamW, as torch.optim.AdamW computes it, per run
@@ -223,7 +224,7 @@ def train_cohort(
 def cohort_memory(cfg: RunConfig, vocab: int, context: int) -> int:
     """Bytes one run of a cohort needs: weights, gradients and two AdamW moments (float32), and
     the activations autograd keeps for one batch (about 20 values per token, width and pass)."""
-    from ..model import count_params
+    from ..model_config import count_params
 
     params = count_params(cfg.model, vocab, context)["params"]
     passes = cfg.model.blocks * cfg.model.recurrence
