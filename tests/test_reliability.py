@@ -132,6 +132,9 @@ def test_path_and_resource_errors_are_one_line(tmp_path):
     one_line_error(run_cli("train", MAX10, "--out", f), "is a file")
     one_line_error(run_cli("sweep", experiment(tmp_path), "--out", tmp_path / ("x" * 300)), "File name too long")
     one_line_error(run_cli("sweep", experiment(tmp_path), "--out", tmp_path / "w", "--workers", "-1"), "--workers")
+    one_line_error(
+        run_cli("sweep", experiment(tmp_path), "--out", tmp_path / "w", "--cohort-size", "0"), "--cohort-size"
+    )
     assert not (tmp_path / "w").exists()
 
 

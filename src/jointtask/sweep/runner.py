@@ -72,10 +72,15 @@ def execute_run(run: dict, runs_dir: str, ship_files: bool = False) -> dict:
     out = runs / planned.run_id
     with locked(out / LOCK):
         result = train_run(planned.config, out, resume=True, quiet=True, init_from=init_from)
-    assert result is not None and result.run_id == planned.run_id, "the planner and the trainer name runs alike"
-    files = (
-        {n: (out / n).read_bytes() for n in (CONFIG, METRICS, CHECKPOINT) if (out / n).exists()} if ship_files else {}
-    )
+    assert result is not None
+    return _outcome(planned, result, out, ship_files)
+
+
+def _outcome(planned: PlannedRun, result: RunResult, out: Path, ship_files: bool) -> dict:
+    """What a worker returns for a run: its record, and its files when the driver needs them."""
+    assert result.run_id == planned.run_id, "the planner and the trainer name runs alike"
+    names = (CONFIG, METRICS, CHECKPOINT) if ship_files else ()
+    files = {n: (out / n).read_bytes() for n in names if (out / n).exists()}
     return {"result": result.model_dump(mode="json"), "files": files}
 
 
@@ -97,13 +102,7 @@ def execute_group(runs: list[dict], runs_dir: str, ship_files: bool = False) -> 
                 held.enter_context(locked(root / rid / LOCK))
             inits: list[str | Path | None] = [root / p.pretrain.run_id if p.pretrain else None for p in group]
             results = train_cohort([p.config for p in group], [root / p.run_id for p in group], init_froms=inits)
-    outcomes = []
-    for p, result in zip(planned, results):
-        assert result.run_id == p.run_id, "the planner and the trainer name runs alike"
-        out = root / p.run_id
-        files = {n: (out / n).read_bytes() for n in (CONFIG, METRICS, CHECKPOINT) if (out / n).exists()}
-        outcomes.append({"result": result.model_dump(mode="json"), "files": files if ship_files else {}})
-    return outcomes
+    return [_outcome(p, result, root / p.run_id, ship_files) for p, result in zip(planned, results)]
 
 
 def cohorts(runs: list[PlannedRun], size: int) -> tuple[list[list[PlannedRun]], list[str]]:

@@ -28,21 +28,17 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..tasks.dataset import context_length
 from ..tasks.families import Vocab
 from .config import RunConfig
-from .loop import Batch, Run
+from .loop import Batch, Run, model_context
 from .run_dir import RunResult
 
 
 def shape_of(cfg: RunConfig) -> tuple:
     """What must be equal for runs to share a cohort: the model's shape, the vocabulary and the
     context length (both set by the task), and the device."""
-    ctx = context_length(cfg.task)
-    if cfg.train.packing == "windows":
-        ctx = max(ctx, cfg.train.window)
     vocab = len(Vocab(cfg.task.family(cfg.seed)))
-    return (tuple(sorted(cfg.model.model_dump().items())), vocab, ctx, cfg.train.device)
+    return (tuple(sorted(cfg.model.model_dump().items())), vocab, model_context(cfg), cfg.train.device)
 
 
 def _layer_norm(x, w, b):  # x [K, N, d], w b [K, d]

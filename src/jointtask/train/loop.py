@@ -167,12 +167,15 @@ def optimisation_step(model, opt, b: Batch, grad_clip: float) -> float:
     return float(loss.detach())
 
 
+def model_context(cfg: RunConfig) -> int:
+    """The model's context length: the longest sample, or the baseline's window."""
+    ctx = context_length(cfg.task)
+    return max(ctx, cfg.train.window) if cfg.train.packing == "windows" else ctx
+
+
 def build_model(cfg: RunConfig, vocab_size: int) -> LoopedTransformer:
     torch.manual_seed(cfg.seed)
-    ctx = context_length(cfg.task)
-    if cfg.train.packing == "windows":
-        ctx = max(ctx, cfg.train.window)
-    return LoopedTransformer(cfg.model, vocab_size, ctx)
+    return LoopedTransformer(cfg.model, vocab_size, model_context(cfg))
 
 
 def make_optimizer(model, cfg: RunConfig):
@@ -347,7 +350,8 @@ class Run:
             progress.advance(state["step"], loss)
         last = state["step"] == t.steps
         evaluate_now = state["step"] % t.eval_every == 0 or last
-        if sync and (evaluate_now or last or checkpoint or state["step"] % t.checkpoint_every == 0):
+        checkpoint = checkpoint or last or state["step"] % t.checkpoint_every == 0
+        if sync and (evaluate_now or checkpoint):
             sync()
         if evaluate_now:
             held = evaluate(self.model, self.data.validation_sets, self.data, self.device)  # never the test sets
@@ -375,9 +379,7 @@ class Run:
                 state["stop_reason"] = "ceiling"
             elif t.patience is not None and state["since_best"] >= t.patience and not last:
                 state["stop_reason"] = "plateau"
-        if state["step"] % t.checkpoint_every == 0 or last or state["stop_reason"] or checkpoint:
-            if sync and state["stop_reason"] and not evaluate_now:
-                sync()
+        if checkpoint or state["stop_reason"]:  # a stop is only decided at an evaluation: synced above
             save_checkpoint(self.out / CHECKPOINT, self.model, self.opt, state)
 
     def finish(self) -> RunResult:
