@@ -1,6 +1,6 @@
 """Runs per GPU-hour for the C2 grid at mod 20, in cohorts and with one process per run.
 
-    python scripts/gpu_cohort_c2.py --out runs/gpu-c2 [--minutes 3] [--solo-workers 12]
+    python scripts/gpu_cohort_c2.py --out runs/gpu-c2 [--minutes 2] [--solo-workers 12]
 
 The grid: ADD and ADD+MAX+MED, ListOps mod 20, depth 1, widths 8-96 (6, log-spaced), 8 seeds,
 5,000 steps. Each way of running it (`jointtask sweep --cohort-size 64`, and `--cohort-size 1`
@@ -60,24 +60,36 @@ def timed_sweep(exp: Path, out: Path, minutes: float, device: str, cohort: int, 
         str(workers),
     ]
     t0 = time.time()
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        proc.wait(timeout=minutes * 60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "sweep.log", "wb") as log:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     hours = (time.time() - t0) / 3600
     runs = progress(out, 5000)
-    return {"command": " ".join(cmd[2:]), "hours": hours, "runs_done": runs, "runs_per_gpu_hour": runs / hours}
+    if proc.returncode not in (0, -signal.SIGKILL):
+        print((out / "sweep.log").read_text()[-3000:], file=sys.stderr)
+    return {
+        "command": " ".join(cmd[2:]),
+        "exit": proc.returncode,
+        "hours": hours,
+        "runs_done": runs,
+        "runs_per_gpu_hour": runs / hours,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--minutes", type=float, default=3.0, help="wall-clock budget for each way")
+    ap.add_argument("--minutes", type=float, default=2.0, help="wall-clock budget for each way")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--solo-workers", type=int, default=12, help="processes sharing the GPU, one run each")
-    ap.add_argument("--cohort-workers", type=int, default=2, help="processes sharing the GPU, one cohort each")
+    ap.add_argument(
+        "--cohort-workers", type=int, default=6, help="processes sharing the GPU, one cohort (a width) each"
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     exp = args.out / "gpu-c2.toml"

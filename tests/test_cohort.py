@@ -51,7 +51,11 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
 
 
-def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path):
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path, device):
     """Different mixtures, seeds, learning rates, budgets; one run stops early (ceiling) and leaves."""
     variants = [
         ["task.ops=['ADD','MAX']", "seed=0", "train.steps=30", "train.early_stop=false"],
@@ -65,7 +69,7 @@ def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path):
         ],
         ["task.ops=['MAX','MIN']", "seed=2", "train.steps=30", "train.ceiling=0.05"],
     ]
-    cfgs = [load_config(MAX10, SMALL + v) for v in variants]
+    cfgs = [load_config(MAX10, SMALL + v + [f"train.device={device}"]) for v in variants]
     solo = [train_run(c, tmp_path / f"solo{i}", quiet=True) for i, c in enumerate(cfgs)]
     cohort = train_cohort(cfgs, [tmp_path / f"co{i}" for i in range(3)])
     assert solo[2] is not None and solo[2].stop_reason == "ceiling" and solo[2].steps == 10  # it left the cohort
@@ -79,8 +83,8 @@ def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path):
         )
         assert [r["step"] for r in rows_a] == [r["step"] for r in rows_b]
         np.testing.assert_allclose([r["loss"] for r in rows_b], [r["loss"] for r in rows_a], rtol=1e-5)
-        wa = torch.load(tmp_path / f"solo{i}" / "checkpoint.pt")
-        wb = torch.load(tmp_path / f"co{i}" / "checkpoint.pt")
+        wa = torch.load(tmp_path / f"solo{i}" / "checkpoint.pt", map_location="cpu")
+        wb = torch.load(tmp_path / f"co{i}" / "checkpoint.pt", map_location="cpu")
         assert wa["state"]["step"] == wb["state"]["step"]
         for n in wa["model"]:
             torch.testing.assert_close(wb["model"][n], wa["model"][n], rtol=1e-4, atol=2e-5)

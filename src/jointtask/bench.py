@@ -269,9 +269,9 @@ def measure_cohort(width: int, size: int, seconds: float, device: str) -> float:
     state = {"step": 0}
     B = cfgs[0].train.batch_size
 
-    def batches(pack: int):
+    def batches(pack: int, device: torch.device):
         return [
-            make_batch(data.train, batch_indices(r.cfg.seed, state["step"], len(data.train), B), "answer", dev, pack)
+            make_batch(data.train, batch_indices(r.cfg.seed, state["step"], len(data.train), B), "answer", device, pack)
             for r in runs
         ]
 
@@ -279,24 +279,27 @@ def measure_cohort(width: int, size: int, seconds: float, device: str) -> float:
         r = runs[0]
 
         def solo_step():
-            optimisation_step(r.model, r.opt, batches(r.cfg.train.pack)[0], r.cfg.train.grad_clip)
+            optimisation_step(r.model, r.opt, batches(r.cfg.train.pack, dev)[0], r.cfg.train.grad_clip)
             state["step"] += 1
             return 1
     else:
         cohort = Cohort(runs)  # type: ignore[arg-type]  # duck-typed runs
 
         def cohort_step():
-            cohort.step(batches(0))
+            cohort.step(batches(0, torch.device("cpu")))  # as train_cohort: stacked on the CPU, moved once
             state["step"] += 1
             return size
 
-    step = solo_step if size == 0 else cohort_step
+    work = solo_step if size == 0 else cohort_step
+
+    def step() -> int:
+        n = work()
+        if dev.type == "cuda":  # a step is timed when its work is done, not when it is queued
+            torch.cuda.synchronize(dev)
+        return n
+
     step()  # warm-up
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
     taken, model_steps = _time_steps(step, seconds)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
     return model_steps / taken
 
 

@@ -133,6 +133,30 @@ def cohort_block(root: Path) -> str:
     return "\n".join(lines) if lines else "(no cohort measurement committed)"
 
 
+def gpu_c2_block(root: Path) -> str:
+    lines = []
+    for f in sorted((root / "docs" / "bench").glob("gpu_c2_*.json")):
+        res = json.loads(f.read_text())
+        co, solo = res["cohorts"], res["solo"]
+        lines += [
+            f"`python scripts/gpu_cohort_c2.py` on {res['device']} ({f.relative_to(root)}): the C2 grid, "
+            f"{res['minutes_each']:g} minutes of wall clock for each way, runs finished plus the trained "
+            "fraction of unfinished ones:",
+            "",
+            "| way | command | runs | runs per GPU-hour |",
+            "|---|---|---|---|",
+            *(
+                f"| {way} | `jointtask sweep ... --device {r['command'].split('--device ')[1]}` "
+                f"| {r['runs_done']:.1f} | {r['runs_per_gpu_hour']:.0f} |"
+                for way, r in (("cohorts", co), ("one process per run", solo))
+            ),
+            "",
+            f"Cohorts over one process per run: {res['speedup']:.2f}x.",
+            "",
+        ]
+    return "\n".join(lines) if lines else "(no GPU measurement committed)"
+
+
 BLOCKS = {
     ("README.md", "claims"): claims_block,
     ("README.md", "quick"): quick_block,
@@ -140,6 +164,7 @@ BLOCKS = {
     ("docs/regimes.md", "regimes"): regimes_block,
     ("docs/performance.md", "throughput"): throughput_block,
     ("docs/performance.md", "cohorts"): cohort_block,
+    ("docs/performance.md", "gpu-c2"): gpu_c2_block,
 }
 
 

@@ -20,18 +20,22 @@ default cohort size is 1 there; see `jointtask bench --cohort`.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..tasks.dataset import build_task_data
 from ..tasks.families import Vocab
 from .config import RunConfig
 from .loop import Batch, Run, model_context
-from .run_dir import RunResult
+from .run_dir import RESULT, RunResult
 
 
 def shape_of(cfg: RunConfig) -> tuple:
@@ -85,17 +89,17 @@ def _grad(p: torch.Tensor) -> torch.Tensor:
     return p.grad
 
 
-def _stack_batches(batches: list[Batch]) -> tuple[torch.Tensor, ...]:
-    """Padded batches of K runs as [K, B, T] ids and [K, A] loss indices, targets and weights
-    (each run's own examples; right padding changes nothing for causal attention)."""
+def _stack_batches(batches: list[Batch], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Padded batches of K runs (on the CPU) as [K, B, T] ids and [K, A] loss indices, targets and
+    weights on `device` (each run's own examples; right padding changes nothing for causal
+    attention). Stacked on the CPU and moved once: K small copies to a GPU would each wait."""
     T = max(b.inputs.shape[1] for b in batches)
     A = max(len(b.targets) for b in batches)
     K, B = len(batches), batches[0].inputs.shape[0]
-    device = batches[0].inputs.device
-    idx = torch.zeros(K, B, T, dtype=torch.long, device=device)
-    at = torch.zeros(K, A, dtype=torch.long, device=device)
-    targets = torch.zeros(K, A, dtype=torch.long, device=device)
-    weight = torch.zeros(K, A, device=device)
+    idx = torch.zeros(K, B, T, dtype=torch.long)
+    at = torch.zeros(K, A, dtype=torch.long)
+    targets = torch.zeros(K, A, dtype=torch.long)
+    weight = torch.zeros(K, A)
     for k, b in enumerate(batches):
         if b.packing is not None or b.inputs.shape[0] != B:
             raise UserError("a cohort needs padded batches of one batch size")
@@ -105,7 +109,7 @@ def _stack_batches(batches: list[Batch]) -> tuple[torch.Tensor, ...]:
         at[k, :n] = b.loss_at // t * T + b.loss_at % t
         targets[k, :n] = b.targets
         weight[k, :n] = 1.0
-    return idx, at, targets, weight
+    return tuple(t.to(device) for t in (idx, at, targets, weight))
 
 
 class Cohort:
@@ -134,13 +138,23 @@ class Cohort:
         self.beta1, self.beta2 = vec(lambda t: t.beta1), vec(lambda t: t.beta2)
         self.weight_decay, self.grad_clip = vec(lambda t: t.weight_decay), vec(lambda t: t.grad_clip)
 
-    def _k(self, v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A per-run vector shaped to broadcast over stacked tensors like `like`."""
-        return v.to(device=like.device, dtype=like.dtype).view((-1,) + (1,) * (like.dim() - 1))
+    @staticmethod
+    def _k(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """A per-run vector [K] shaped to broadcast over stacked tensors like `like`."""
+        return v.view((-1,) + (1,) * (like.dim() - 1))
 
     def step(self, batches: list[Batch]) -> list[float]:
-        """One AdamW step of every run on its own batch; returns the K losses."""
-        idx, at, targets, weight = _stack_batches(batches)
+        """One AdamW step of every run on its own batch (on the CPU); returns the K losses."""
+        device = next(iter(self.params.values())).device
+        idx, at, targets, weight = _stack_batches(batches, device)
+        lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64)
+        self.opt_step += 1
+        bc1, bc2 = 1 - self.beta1**self.opt_step, 1 - self.beta2**self.opt_step
+        # this step's per-run scalars, computed in float64 and moved in one copy: one wait, not one per weight
+        scalars = torch.stack(
+            [self.grad_clip, lr * self.weight_decay, 1 - self.beta1, self.beta2, 1 - self.beta2, bc2.sqrt(), lr / bc1]
+        ).to(device=device, dtype=weight.dtype)
+        clip, lr_wd, one_b1, b2, one_b2, bc2_sqrt, step_size = scalars.unbind()
         c = self.cfg
         logits = stacked_forward(self.params, idx, at, c.heads, c.blocks, c.recurrence)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(weight)
@@ -152,20 +166,16 @@ class Cohort:
             grads = [_grad(self.params[n]) for n in self.names]
             # per-run clipping by the global norm, as torch.nn.utils.clip_grad_norm_ does alone
             norm = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # [K]
-            clip = self._k(self.grad_clip, norm)
             coef = torch.where(clip > 0, (clip / (norm + 1e-6)).clamp(max=1.0), 1.0)
-            lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64)
-            self.opt_step += 1
-            bc1, bc2 = 1 - self.beta1**self.opt_step, 1 - self.beta2**self.opt_step
             for n, g in zip(self.names, grads):  # AdamW, as torch.optim.AdamW computes it, per run
                 p, m, v = self.params[n], self.exp_avg[n], self.exp_avg_sq[n]
                 g = g * self._k(coef, g)
                 if self.decay[n]:
-                    p.mul_(1 - self._k(lr * self.weight_decay, p))
-                m.lerp_(g, self._k(1 - self.beta1, m))
-                v.mul_(self._k(self.beta2, v)).addcmul_(g, g * self._k(1 - self.beta2, v))
-                denom = v.sqrt() / self._k(bc2.sqrt(), v) + 1e-8
-                p.sub_(self._k(lr / bc1, p) * m / denom)
+                    p.mul_(1 - self._k(lr_wd, p))
+                m.lerp_(g, self._k(one_b1, m))
+                v.mul_(self._k(b2, v)).addcmul_(g, g * self._k(one_b2, v))
+                denom = v.sqrt() / self._k(bc2_sqrt, v) + 1e-8
+                p.sub_(self._k(step_size, p) * m / denom)
         return losses.detach().tolist()
 
     def sync(self, k: int) -> None:
@@ -180,6 +190,19 @@ class Cohort:
                     "exp_avg": self.exp_avg[n][k].clone(),
                     "exp_avg_sq": self.exp_avg_sq[n][k].clone(),
                 }
+
+
+def _build_data(cfg: RunConfig) -> None:
+    build_task_data(cfg.task, cfg.data, cfg.seed)
+
+
+def prepare_data(cfgs: Sequence[RunConfig]) -> None:
+    """Build the runs' data (into the data cache, where each run then reads it) in parallel
+    processes: one after another, 64 runs at modulus 20 would hold a cohort for minutes."""
+    workers = min(len(cfgs), os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            list(pool.map(_build_data, cfgs))
 
 
 def train_cohort(
@@ -200,13 +223,14 @@ def train_cohort(
         )
     torch.set_num_threads(cfgs[0].train.threads)
     inits = list(init_froms) if init_froms is not None else [None] * len(cfgs)
+    prepare_data([c for c, o in zip(cfgs, outs) if not (resume and (Path(o) / RESULT).exists())])
     runs = [Run(c, o, resume, i) for c, o, i in zip(cfgs, outs, inits)]
     active = [r for r in runs if not r.done]
     while active:
         cohort = Cohort(active)
         while all(not r.done for r in cohort.runs):
             t0 = time.perf_counter()
-            batches = [r.batch(pack=0) for r in cohort.runs]
+            batches = [r.batch(pack=0, device=torch.device("cpu")) for r in cohort.runs]
             losses = cohort.step(batches)
             share = (time.perf_counter() - t0) / len(cohort.runs)  # each run's part of the step's time
             for k, r in enumerate(cohort.runs):

@@ -324,13 +324,14 @@ class Run:
     def lr(self) -> float:
         return lr_at(self.step, self.cfg)
 
-    def batch(self, pack: int | None = None) -> Batch:
-        """This step's batch: a pure function of (seed, step). `pack` overrides train.pack."""
-        t = self.cfg.train
+    def batch(self, pack: int | None = None, device: torch.device | None = None) -> Batch:
+        """This step's batch: a pure function of (seed, step). `pack` overrides train.pack;
+        `device` the run's device (a cohort stacks its runs' batches on the CPU first)."""
+        t, device = self.cfg.train, self.device if device is None else device
         if self.stream is not None:
-            return make_window_batch(self.stream, self.cfg.seed, self.step, t.batch_size, t.window, self.device)
+            return make_window_batch(self.stream, self.cfg.seed, self.step, t.batch_size, t.window, device)
         idx = batch_indices(self.cfg.seed, self.step, len(self.data.train), t.batch_size)
-        return make_batch(self.data.train, idx, t.loss_on, self.device, t.pack if pack is None else pack)
+        return make_batch(self.data.train, idx, t.loss_on, device, t.pack if pack is None else pack)
 
     def after_step(
         self, loss: float, n_tokens: int, seconds: float, progress=None, sync=None, checkpoint: bool = False
