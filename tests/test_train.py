@@ -25,6 +25,20 @@ def test_max_mod10_learns(tmp_path):
     assert (tmp_path / "run" / "config.toml").exists() and (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_run_id_hashes_what_shapes_the_result():
+    def rid(*sets):
+        return load_config(MAX10, list(sets)).run_id()
+
+    base = rid("train.early_stop=true")
+    assert rid("train.early_stop=true", "train.threads=2", "train.checkpoint_every=7") == base  # speed, not result
+    assert rid("train.early_stop=true", "train.eval_every=7") != base  # evaluations decide when it stops
+    assert rid("train.early_stop=false", "train.eval_every=7") == rid("train.early_stop=false")
+    assert rid("train.early_stop=false", "train.patience=3", "train.eval_every=7") != rid(
+        "train.early_stop=false", "train.patience=3"
+    )
+    assert rid("train.early_stop=true", "train.lr=0.002") != base
+
+
 def test_resume_continues_exactly(tmp_path):
     overrides = [
         "task.ops=['ADD','MAX']",

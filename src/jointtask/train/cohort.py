@@ -198,9 +198,11 @@ def _build_data(cfg: RunConfig) -> None:
 
 def prepare_data(cfgs: Sequence[RunConfig]) -> None:
     """Build the runs' data (into the data cache, where each run then reads it) in parallel
-    processes: one after another, 64 runs at modulus 20 would hold a cohort for minutes."""
+    processes when the cohort trains on an accelerator: one after another, 64 runs at modulus 20
+    would hold it for minutes while the cores sit idle. On a CPU the sweep's workers already
+    keep every core busy."""
     workers = min(len(cfgs), os.cpu_count() or 1)
-    if workers > 1:
+    if workers > 1 and cfgs[0].train.device != "cpu":
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             list(pool.map(_build_data, cfgs))
 

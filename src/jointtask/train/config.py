@@ -85,9 +85,13 @@ class RunConfig(Strict):
 
     def run_id(self) -> str:
         """Content hash of everything that determines the run's result (device and threads
-        change speed, not the result, so they are left out)."""
+        change speed, not the result, so they are left out; so is how often it evaluates, unless
+        an evaluation can stop it)."""
         spec = self.model_dump(mode="json")
-        for k in ("threads", "device", "eval_every", "checkpoint_every"):
+        t = self.train
+        for k in ("threads", "device", "checkpoint_every") + (
+            () if t.early_stop or t.patience is not None else ("eval_every",)
+        ):
             spec["train"].pop(k)
         return stable_hash({"config": spec, "version": __version__})
 
