@@ -90,6 +90,23 @@ def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path, device):
             torch.testing.assert_close(wb["model"][n], wa["model"][n], rtol=1e-4, atol=2e-5)
 
 
+def test_a_cohort_of_window_runs_trains_each_as_alone(tmp_path):
+    """The naive baseline's layout (windows of the concatenated samples, loss everywhere)."""
+    windows = ["train.packing='windows'", "train.loss_on='all'", "train.window=24", "train.steps=20"]
+    cfgs = [load_config(MAX10, SMALL + windows + [f"seed={s}"]) for s in (0, 1)]
+    solo = [train_run(c, tmp_path / f"solo{i}", quiet=True) for i, c in enumerate(cfgs)]
+    cohort = train_cohort(cfgs, [tmp_path / f"co{i}" for i in range(2)])
+    for i, (a, b) in enumerate(zip(solo, cohort)):
+        assert a is not None and b.run_id == a.run_id and b.tokens_seen == a.tokens_seen == 20 * 24 * 64
+        np.testing.assert_allclose(
+            [r["loss"] for r in read_jsonl(tmp_path / f"co{i}" / "metrics.jsonl")],
+            [r["loss"] for r in read_jsonl(tmp_path / f"solo{i}" / "metrics.jsonl")],
+            rtol=1e-5,
+        )
+    with pytest.raises(UserError, match="one shape"):  # windows and whole examples never share a cohort
+        train_cohort([cfgs[0], load_config(MAX10, SMALL)], [tmp_path / "c", tmp_path / "d"])
+
+
 def test_cohort_and_solo_resume_each_others_checkpoints(tmp_path):
     a, b = (load_config(MAX10, SMALL + ["train.steps=20", "train.early_stop=false", f"seed={s}"]) for s in (0, 1))
     full = train_run(a, tmp_path / "full", quiet=True)

@@ -241,11 +241,13 @@ def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
 
 
 class _BenchRun:
-    """What a cohort needs of a run, without a run directory: a model, an optimiser, a config."""
+    """What a cohort needs of a run, without a run directory: a config, its data, a model, an
+    optimiser and a step count."""
 
-    def __init__(self, cfg: RunConfig, vocab: int, context: int, device: torch.device):
+    def __init__(self, cfg: RunConfig, data: TaskData, context: int, device: torch.device):
         torch.manual_seed(cfg.seed)
-        self.cfg, self.model = cfg, LoopedTransformer(cfg.model, vocab, context).to(device)
+        self.cfg, self.data, self.stream, self.step = cfg, data, None, 0
+        self.model = LoopedTransformer(cfg.model, len(data.vocab), context).to(device)
         self.opt = make_optimizer(self.model, cfg)
 
     def lr(self) -> float:
@@ -265,29 +267,24 @@ def measure_cohort(width: int, size: int, seconds: float, device: str) -> float:
         RunConfig(task=task, model=ModelConfig(width=width), seed=k, train=TrainConfig(device=device))
         for k in range(max(size, 1))
     ]
-    runs = [_BenchRun(c, len(data.vocab), context_length(task), dev) for c in cfgs]
-    state = {"step": 0}
-    B = cfgs[0].train.batch_size
-
-    def batches(pack: int, device: torch.device):
-        return [
-            make_batch(data.train, batch_indices(r.cfg.seed, state["step"], len(data.train), B), "answer", device, pack)
-            for r in runs
-        ]
+    runs = [_BenchRun(c, data, context_length(task), dev) for c in cfgs]
 
     if size == 0:
         r = runs[0]
 
         def solo_step():
-            optimisation_step(r.model, r.opt, batches(r.cfg.train.pack, dev)[0], r.cfg.train.grad_clip)
-            state["step"] += 1
+            idx = batch_indices(r.cfg.seed, r.step, len(data.train), r.cfg.train.batch_size)
+            batch = make_batch(data.train, idx, "answer", dev, r.cfg.train.pack)
+            optimisation_step(r.model, r.opt, batch, r.cfg.train.grad_clip)
+            r.step += 1
             return 1
     else:
         cohort = Cohort(runs)  # type: ignore[arg-type]  # duck-typed runs
 
         def cohort_step():
-            cohort.step(batches(0, torch.device("cpu")))  # as train_cohort: stacked on the CPU, moved once
-            state["step"] += 1
+            cohort.step()
+            for r in runs:
+                r.step += 1
             return size
 
     work = solo_step if size == 0 else cohort_step

@@ -73,6 +73,13 @@ CLAIMS = [
     Claim(
         "C1",
         "MAX, MIN, MED easy; ADD hardest",
+        "cpu-c1",
+        "mod 10, depth 1",
+        "jointtask sweep experiments/cpu/c1.toml --out runs/cpu-c1",
+    ),
+    Claim(
+        "C1",
+        "MAX, MIN, MED easy; ADD hardest",
         "cpu-claims",
         "mod 10, depth 1",
         "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",

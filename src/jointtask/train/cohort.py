@@ -4,7 +4,8 @@ Small models leave a GPU idle: one process per model is launch-bound. A cohort s
 weights of K runs that share every shape-determining setting (`shape_of`) into [K, ...] tensors
 and takes one optimisation step of all K with one forward, one backward and one optimiser update.
 Everything else stays per run, through the same `Run` bookkeeping a run trained alone uses: its
-own data and batches (a pure function of its seed and step), its own initialisation, learning-rate
+own data and batches (a pure function of its seed and step; the runs' training tokens are held
+on the device and a step's K batches are one gather), its own initialisation, learning-rate
 schedule, gradient clipping, evaluation, early stopping, checkpoint and result.json. A run that
 stops leaves the cohort with the state it stopped with; the others go on. A run directory trained
 in a cohort looks as if the run had trained alone, and either trainer resumes it.
@@ -27,22 +28,24 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
 from ..tasks.dataset import build_task_data
-from ..tasks.families import Vocab
+from ..tasks.families import PAD, Vocab
 from .config import RunConfig
-from .loop import Batch, Run, model_context
+from .loop import Run, batch_indices, model_context, window_starts
 from .run_dir import RESULT, RunResult
 
 
 def shape_of(cfg: RunConfig) -> tuple:
     """What must be equal for runs to share a cohort: the model's shape, the vocabulary and the
-    context length (both set by the task), and the device."""
-    vocab = len(Vocab(cfg.task.family(cfg.seed)))
-    return (tuple(sorted(cfg.model.model_dump().items())), vocab, model_context(cfg), cfg.train.device)
+    context length (both set by the task), the batch's layout (size; examples or windows) and
+    the device."""
+    vocab, t = len(Vocab(cfg.task.family(cfg.seed))), cfg.train
+    return (tuple(sorted(cfg.model.model_dump().items())), vocab, model_context(cfg), t.batch_size, t.packing, t.device)
 
 
 def _layer_norm(x, w, b):  # x [K, N, d], w b [K, d]
@@ -89,34 +92,13 @@ def _grad(p: torch.Tensor) -> torch.Tensor:
     return p.grad
 
 
-def _stack_batches(batches: list[Batch], device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Padded batches of K runs (on the CPU) as [K, B, T] ids and [K, A] loss indices, targets and
-    weights on `device` (each run's own examples; right padding changes nothing for causal
-    attention). Stacked on the CPU and moved once: K small copies to a GPU would each wait."""
-    T = max(b.inputs.shape[1] for b in batches)
-    A = max(len(b.targets) for b in batches)
-    K, B = len(batches), batches[0].inputs.shape[0]
-    idx = torch.zeros(K, B, T, dtype=torch.long)
-    at = torch.zeros(K, A, dtype=torch.long)
-    targets = torch.zeros(K, A, dtype=torch.long)
-    weight = torch.zeros(K, A)
-    for k, b in enumerate(batches):
-        if b.packing is not None or b.inputs.shape[0] != B:
-            raise UserError("a cohort needs padded batches of one batch size")
-        t = b.inputs.shape[1]
-        idx[k, :, :t] = b.inputs
-        n = len(b.targets)
-        at[k, :n] = b.loss_at // t * T + b.loss_at % t
-        targets[k, :n] = b.targets
-        weight[k, :n] = 1.0
-    return tuple(t.to(device) for t in (idx, at, targets, weight))
-
-
 class Cohort:
     """The stacked weights and AdamW state of some runs (all of one shape)."""
 
     def __init__(self, runs: list[Run]):
         self.runs = runs
+        self.device = next(runs[0].model.parameters()).device
+        self._load_data()
         template = runs[0].model
         self.names = [n for n, _ in template.named_parameters()]
         self.decay = {n: p.dim() >= 2 for n, p in template.named_parameters()}  # as make_optimizer groups them
@@ -138,15 +120,68 @@ class Cohort:
         self.beta1, self.beta2 = vec(lambda t: t.beta1), vec(lambda t: t.beta2)
         self.weight_decay, self.grad_clip = vec(lambda t: t.weight_decay), vec(lambda t: t.grad_clip)
 
+    def _load_data(self) -> None:
+        """Every run's training tokens on the device, padded to [K, ...], so that a step's K
+        batches are one gather (K batches built and copied one by one would each wait on a GPU)."""
+        runs, K = self.runs, len(self.runs)
+        streams = [r.stream for r in runs if r.stream is not None]
+        if streams:  # windows of the concatenated samples (shape_of: all runs or none)
+            self.sizes = [len(s) for s in streams]
+            tokens = np.full((K, max(self.sizes)), PAD, np.int64)
+            for k, stream in enumerate(streams):
+                tokens[k, : self.sizes[k]] = stream
+        else:  # whole examples, padded
+            sets = [r.data.train for r in runs]
+            tokens = np.full((K, max(len(t) for t in sets), max(t.ids.shape[1] for t in sets)), PAD, np.int64)
+            for k, t in enumerate(sets):
+                tokens[k, : len(t), : t.ids.shape[1]] = t.ids
+        self.tokens = torch.from_numpy(tokens).to(self.device)
+
+    def _batches(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """This step's batch of every run, the batch it draws alone: inputs [K, B, T], flat
+        indices [K, A] into each run's B * T of the inputs whose next token is a target, their
+        weights [K, A] (0: padding), and the tokens each run processes."""
+        runs, K, dev = self.runs, len(self.runs), self.device
+        t0 = runs[0].cfg.train
+        B = t0.batch_size
+        if runs[0].stream is not None:  # every position predicts the next token
+            T = t0.window
+            first = np.stack([window_starts(r.cfg.seed, r.step, n, B, T) for r, n in zip(runs, self.sizes)])
+            at = np.broadcast_to(np.arange(B * T), (K, B * T))
+            counts = np.full(K, B * T)
+            cols = torch.from_numpy(first).to(dev).unsqueeze(-1) + torch.arange(T + 1, device=dev)  # [K, B, T+1]
+            rows = self.tokens[torch.arange(K, device=dev).view(K, 1, 1), cols]
+        else:
+            idx = [batch_indices(r.cfg.seed, r.step, len(r.data.train), B) for r in runs]
+            lengths = [r.data.train.lengths[i] - 1 for r, i in zip(runs, idx)]  # inputs: all tokens but the last
+            T = int(max(n.max() for n in lengths))
+            flat = []
+            for r, i, n in zip(runs, idx, lengths):  # the loss positions, as make_batch takes them
+                start = r.data.train.prompt_lengths[i] - 1 if r.cfg.train.loss_on == "answer" else np.zeros_like(n)
+                pos = np.arange(T)
+                flat.append(np.flatnonzero((pos >= start[:, None]) & (pos < n[:, None])))
+            counts = np.array([len(f) for f in flat])
+            at = np.zeros((K, counts.max()), np.int64)
+            for k, f in enumerate(flat):
+                at[k, : len(f)] = f
+            ks = torch.arange(K, device=dev).view(K, 1)
+            rows = self.tokens[:, :, : T + 1][ks, torch.from_numpy(np.stack(idx)).to(dev)]  # [K, B, T+1]
+        at_t = torch.from_numpy(np.ascontiguousarray(at)).to(dev)
+        targets = rows[..., 1:].reshape(K, -1).gather(1, at_t)
+        weight = (torch.arange(at.shape[1], device=dev) < torch.from_numpy(counts).to(dev).unsqueeze(1)).float()
+        n_tokens = [B * T] * K if runs[0].stream is not None else [int(n.sum()) for n in lengths]
+        return rows[..., :-1], at_t, targets, weight, n_tokens
+
     @staticmethod
     def _k(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """A per-run vector [K] shaped to broadcast over stacked tensors like `like`."""
         return v.view((-1,) + (1,) * (like.dim() - 1))
 
-    def step(self, batches: list[Batch]) -> list[float]:
-        """One AdamW step of every run on its own batch (on the CPU); returns the K losses."""
-        device = next(iter(self.params.values())).device
-        idx, at, targets, weight = _stack_batches(batches, device)
+    def step(self) -> tuple[list[float], list[int]]:
+        """One AdamW step of every run on the batch it draws alone at its step; returns the K
+        losses and the tokens each run processed."""
+        device = self.device
+        idx, at, targets, weight, n_tokens = self._batches()
         lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64)
         self.opt_step += 1
         bc1, bc2 = 1 - self.beta1**self.opt_step, 1 - self.beta2**self.opt_step
@@ -176,7 +211,7 @@ class Cohort:
                 v.mul_(self._k(b2, v)).addcmul_(g, g * self._k(one_b2, v))
                 denom = v.sqrt() / self._k(bc2_sqrt, v) + 1e-8
                 p.sub_(self._k(step_size, p) * m / denom)
-        return losses.detach().tolist()
+        return losses.detach().tolist(), n_tokens
 
     def sync(self, k: int) -> None:
         """Write run k's weights and AdamW state into its own model and optimiser (for its
@@ -232,11 +267,10 @@ def train_cohort(
         cohort = Cohort(active)
         while all(not r.done for r in cohort.runs):
             t0 = time.perf_counter()
-            batches = [r.batch(pack=0, device=torch.device("cpu")) for r in cohort.runs]
-            losses = cohort.step(batches)
+            losses, n_tokens = cohort.step()
             share = (time.perf_counter() - t0) / len(cohort.runs)  # each run's part of the step's time
             for k, r in enumerate(cohort.runs):
-                r.after_step(losses[k], batches[k].n_tokens, share, sync=lambda k=k: cohort.sync(k))
+                r.after_step(losses[k], n_tokens[k], share, sync=lambda k=k: cohort.sync(k))
         for k in range(len(cohort.runs)):  # a stopped run leaves with the state it stopped with
             cohort.sync(k)
         active = [r for r in cohort.runs if not r.done]
@@ -244,14 +278,16 @@ def train_cohort(
 
 
 def cohort_memory(cfg: RunConfig, vocab: int, context: int) -> int:
-    """Bytes one run of a cohort needs: weights, gradients and two AdamW moments (float32), and
-    the activations autograd keeps for one batch (about 20 values per token, width and pass)."""
+    """Bytes one run of a cohort needs: weights, gradients and two AdamW moments (float32), the
+    activations autograd keeps for one batch (about 20 values per token, width and pass), and its
+    training tokens (int64, padded to the context)."""
     from ..model_config import count_params
 
     params = count_params(cfg.model, vocab, context)["params"]
     passes = cfg.model.blocks * cfg.model.recurrence
     acts = cfg.train.batch_size * context * cfg.model.width * passes * 20 * cfg.model.mlp_ratio / 4
-    return int(4 * (4 * params + acts))
+    tokens = cfg.data.per_n * cfg.task.family(cfg.seed).n_values * context
+    return int(4 * (4 * params + acts) + 8 * tokens)
 
 
 def fit_cohort_size(cfg: RunConfig, wanted: int, free_bytes: int | None = None) -> tuple[int, str]:

@@ -142,10 +142,15 @@ def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: i
     )
 
 
+def window_starts(seed: int, step: int, n: int, batch_size: int, window: int) -> np.ndarray:
+    """Where step `step`'s windows start in a stream of `n` tokens: a pure function of (seed, step)."""
+    return np.random.default_rng([seed, 7, step]).integers(0, n - window - 1, size=batch_size)
+
+
 def make_window_batch(stream: np.ndarray, seed: int, step: int, batch_size: int, window: int, device) -> Batch:
     """The naive baseline's batch: windows of `window` + 1 tokens at random offsets of the
     concatenated training samples; every position predicts the next token."""
-    starts = np.random.default_rng([seed, 7, step]).integers(0, len(stream) - window - 1, size=batch_size)
+    starts = window_starts(seed, step, len(stream), batch_size, window)
     chunk = torch.from_numpy(np.stack([stream[s : s + window + 1] for s in starts]))
     n = batch_size * window
     return Batch(chunk[:, :-1].to(device), chunk[:, 1:].reshape(-1).to(device), torch.arange(n, device=device), n)
@@ -324,14 +329,13 @@ class Run:
     def lr(self) -> float:
         return lr_at(self.step, self.cfg)
 
-    def batch(self, pack: int | None = None, device: torch.device | None = None) -> Batch:
-        """This step's batch: a pure function of (seed, step). `pack` overrides train.pack;
-        `device` the run's device (a cohort stacks its runs' batches on the CPU first)."""
-        t, device = self.cfg.train, self.device if device is None else device
+    def batch(self) -> Batch:
+        """This step's batch: a pure function of (seed, step)."""
+        t = self.cfg.train
         if self.stream is not None:
-            return make_window_batch(self.stream, self.cfg.seed, self.step, t.batch_size, t.window, device)
+            return make_window_batch(self.stream, self.cfg.seed, self.step, t.batch_size, t.window, self.device)
         idx = batch_indices(self.cfg.seed, self.step, len(self.data.train), t.batch_size)
-        return make_batch(self.data.train, idx, t.loss_on, device, t.pack if pack is None else pack)
+        return make_batch(self.data.train, idx, t.loss_on, self.device, t.pack)
 
     def after_step(
         self, loss: float, n_tokens: int, seconds: float, progress=None, sync=None, checkpoint: bool = False
