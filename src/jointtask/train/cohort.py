@@ -181,7 +181,7 @@ class Cohort:
         """One AdamW step of every run on the batch it draws alone at its step; returns the K
         losses and the tokens each run processed."""
         device = self.device
-        idx, at, targets, weight, n_tokens = self._batches()
+        inputs, at, targets, weight, n_tokens = self._batches()
         lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64)
         self.opt_step += 1
         bc1, bc2 = 1 - self.beta1**self.opt_step, 1 - self.beta2**self.opt_step
@@ -191,7 +191,7 @@ class Cohort:
         ).to(device=device, dtype=weight.dtype)
         clip, lr_wd, one_b1, b2, one_b2, bc2_sqrt, step_size = scalars.unbind()
         c = self.cfg
-        logits = stacked_forward(self.params, idx, at, c.heads, c.blocks, c.recurrence)
+        logits = stacked_forward(self.params, inputs, at, c.heads, c.blocks, c.recurrence)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(weight)
         losses = (ce * weight).sum(1) / weight.sum(1)  # each run's mean over its own targets
         for p in self.params.values():
