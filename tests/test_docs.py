@@ -27,3 +27,14 @@ def test_docs_speak_of_what_is_true_now():
         text = path.read_text()
         assert not re.search(r"\bsessions? \d", text, re.I), f"{path}: process history belongs in git log"
         assert "shared/" not in text, f"{path}: names a folder outside the repository"
+
+
+def test_c1_add_runs_are_the_quick_add_runs():
+    """docs/regimes.md says the C1 sweep's ADD runs repeat the quick preset's at widths 8-40."""
+    import pandas as pd
+
+    c1, quick = (pd.read_csv(ROOT / "docs" / "results" / d / "results.csv") for d in ("cpu-c1", "quick"))
+    c1 = c1[c1.mixture == "ADD"]
+    m = c1.merge(quick[quick.mixture == "ADD"], on=["width", "seed"], suffixes=("", "_quick"))
+    assert len(m) == len(c1) == 40
+    assert (m.accuracy == m.accuracy_quick).all() and (m.steps == m.steps_quick).all()
