@@ -96,7 +96,13 @@ def generate(
     out: list[Sample] = []
     seen: set[str] = set()
     attempts, max_attempts = 0, 50 * count + 2000
-    while len(out) < count and attempts < max_attempts:
+    # distinct expressions the split holds, where they can be counted: once all are drawn, more
+    # attempts could only repeat them (the samples are the same; small spaces end sooner)
+    space = None
+    if unique:
+        sizes = [count_expressions(task, op, split, test_fraction, validation_fraction) for op in set(task.ops)]
+        space = sum(n for n in sizes if n is not None) if None not in sizes else None
+    while len(out) < count and attempts < max_attempts and len(out) != space:
         attempts += 1
         tree = random_tree(family, task.ops, rng, task.max_depth, task.min_args, task.max_args, task.p_nest)
         key = canonical(tree)
