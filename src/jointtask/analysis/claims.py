@@ -145,6 +145,17 @@ CLAIMS = [
     Claim(
         "C6",
         "shuffled ADD with easy ops: no benefit",
+        "cpu-c6",
+        "mod 10, depth 1",
+        "jointtask sweep experiments/cpu/c6.toml --out runs/cpu-c6",
+        target="SADD",
+        baseline="SADD",
+        mixture="SADD+MAX+MED",
+        expects="no benefit",
+    ),
+    Claim(
+        "C6",
+        "shuffled ADD with easy ops: no benefit",
         "cpu-claims",
         "mod 10, depth 1",
         "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",

@@ -133,6 +133,27 @@ def cohort_block(root: Path) -> str:
     return "\n".join(lines) if lines else "(no cohort measurement committed)"
 
 
+def aa_block(root: Path) -> str:
+    """The A/A checks of the committed result tables: isomorphic single ops against each other."""
+    from ..analysis.claims import fmt_interval
+
+    lines = [
+        "| source | pair | ratio P\\*, 95% interval | verdict | ratio P50, 95% interval | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in sorted((root / "docs" / "results").glob("*/ratios.csv")):
+        df = pd.read_csv(f)
+        if "comparison" not in df:
+            continue
+        for _, r in df[df.comparison.str.startswith("A/A")].iterrows():
+            lines.append(
+                f"| {f.parent.name} | {r.baseline_mixture} vs {r.mixture} "
+                f"| {fmt_interval(r.ratio, r.ci_low, r.ci_high, kind=r.kind)} | {r.verdict} "
+                f"| {fmt_interval(r.p50_ratio, r.p50_ci_low, r.p50_ci_high, kind=r.p50_kind)} | {r.p50_verdict} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else "(no committed sweep holds an isomorphic pair)"
+
+
 def gpu_c2_block(root: Path) -> str:
     lines = []
     for f in sorted((root / "docs" / "bench").glob("gpu_c2_*.json")):
@@ -161,6 +182,7 @@ BLOCKS = {
     ("README.md", "claims"): claims_block,
     ("README.md", "quick"): quick_block,
     ("docs/definitions.md", "calibration"): calibration_block,
+    ("docs/definitions.md", "aa"): aa_block,
     ("docs/regimes.md", "regimes"): regimes_block,
     ("docs/performance.md", "throughput"): throughput_block,
     ("docs/performance.md", "cohorts"): cohort_block,
