@@ -1,5 +1,7 @@
 """Cohorts: K runs of one shape trained as one computation must train each run as it trains alone."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ import torch.nn.functional as F
 from jointtask.errors import UserError
 from jointtask.fileio import read_jsonl
 from jointtask.model import LoopedTransformer, ModelConfig
-from jointtask.train.cohort import fit_cohort_size, stacked_forward, train_cohort
+from jointtask.train.cohort import fit_cohort_size, prepare_data, stacked_forward, train_cohort
 from jointtask.train.config import load_config
 from jointtask.train.loop import train_run
 
@@ -121,6 +123,17 @@ def test_cohort_and_solo_resume_each_others_checkpoints(tmp_path):
     assert train_run(b, tmp_path / "b", resume=True, quiet=True) == rb  # finished: read back as it is
     with pytest.raises(UserError, match="one shape"):
         train_cohort([a, load_config(MAX10, SMALL + ["model.width=32"])], [tmp_path / "c", tmp_path / "d"])
+
+
+def test_cohort_data_is_built_ahead_in_parallel_only_on_an_accelerator(tmp_path, monkeypatch):
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: nothing to build in parallel")
+    monkeypatch.setenv("JOINTTASK_CACHE", str(tmp_path))
+    cached = lambda: len(list((tmp_path / "data").glob("*.npz")))
+    prepare_data([load_config(MAX10, SMALL + [f"seed={s}"]) for s in (0, 1)])
+    assert cached() == 0  # on a CPU the sweep's workers already use every core
+    prepare_data([load_config(MAX10, SMALL + [f"seed={s}", "train.device=cuda"]) for s in (0, 1)])
+    assert cached() == 6  # per run: its training set, MAX's validation and test sets
 
 
 def test_cohort_size_fits_the_memory_and_says_so():

@@ -36,7 +36,7 @@ from ..errors import UserError
 from ..tasks.dataset import build_task_data
 from ..tasks.families import PAD, Vocab
 from .config import RunConfig
-from .loop import Run, batch_indices, model_context, window_starts
+from .loop import Run, batch_indices, loss_starts, model_context, padded_loss_at, window_starts
 from .run_dir import RESULT, RunResult
 
 
@@ -147,29 +147,28 @@ class Cohort:
         if runs[0].stream is not None:  # every position predicts the next token
             T = t0.window
             first = np.stack([window_starts(r.cfg.seed, r.step, n, B, T) for r, n in zip(runs, self.sizes)])
-            at = np.broadcast_to(np.arange(B * T), (K, B * T))
-            counts = np.full(K, B * T)
+            flat = [np.arange(B * T)] * K
+            n_tokens = [B * T] * K
             cols = torch.from_numpy(first).to(dev).unsqueeze(-1) + torch.arange(T + 1, device=dev)  # [K, B, T+1]
             rows = self.tokens[torch.arange(K, device=dev).view(K, 1, 1), cols]
         else:
             idx = [batch_indices(r.cfg.seed, r.step, len(r.data.train), B) for r in runs]
             lengths = [r.data.train.lengths[i] - 1 for r, i in zip(runs, idx)]  # inputs: all tokens but the last
             T = int(max(n.max() for n in lengths))
-            flat = []
-            for r, i, n in zip(runs, idx, lengths):  # the loss positions, as make_batch takes them
-                start = r.data.train.prompt_lengths[i] - 1 if r.cfg.train.loss_on == "answer" else np.zeros_like(n)
-                pos = np.arange(T)
-                flat.append(np.flatnonzero((pos >= start[:, None]) & (pos < n[:, None])))
-            counts = np.array([len(f) for f in flat])
-            at = np.zeros((K, counts.max()), np.int64)
-            for k, f in enumerate(flat):
-                at[k, : len(f)] = f
+            flat = [  # the loss positions, as make_batch takes them
+                padded_loss_at(n, loss_starts(r.data.train, i, r.cfg.train.loss_on), T)
+                for r, i, n in zip(runs, idx, lengths)
+            ]
+            n_tokens = [int(n.sum()) for n in lengths]
             ks = torch.arange(K, device=dev).view(K, 1)
             rows = self.tokens[:, :, : T + 1][ks, torch.from_numpy(np.stack(idx)).to(dev)]  # [K, B, T+1]
-        at_t = torch.from_numpy(np.ascontiguousarray(at)).to(dev)
+        counts = np.array([len(f) for f in flat])
+        at = np.zeros((K, counts.max()), np.int64)
+        for k, f in enumerate(flat):
+            at[k, : len(f)] = f
+        at_t = torch.from_numpy(at).to(dev)
         targets = rows[..., 1:].reshape(K, -1).gather(1, at_t)
         weight = (torch.arange(at.shape[1], device=dev) < torch.from_numpy(counts).to(dev).unsqueeze(1)).float()
-        n_tokens = [B * T] * K if runs[0].stream is not None else [int(n.sum()) for n in lengths]
         return rows[..., :-1], at_t, targets, weight, n_tokens
 
     @staticmethod

@@ -96,19 +96,29 @@ def pack_rows(lengths: np.ndarray, pack: int) -> tuple[np.ndarray, np.ndarray, l
     return renumber[row], offset, [c for c, _ in groups], [w for _, w in groups]
 
 
+def padded_loss_at(lengths: np.ndarray, starts: np.ndarray, T: int) -> np.ndarray:
+    """Flat indices into [len(lengths), T] padded inputs of those whose next token is a target:
+    positions from each example's `starts` up to its input `lengths`."""
+    pos = np.arange(T)
+    return np.flatnonzero((pos >= starts[:, None]) & (pos < lengths[:, None]))
+
+
+def loss_starts(train: EncodedSet, idx: np.ndarray, loss_on: str) -> np.ndarray:
+    """The first input position of each example whose next token is in the loss."""
+    return train.prompt_lengths[idx] - 1 if loss_on == "answer" else np.zeros(len(idx), np.int64)
+
+
 def make_batch(train: EncodedSet, idx: np.ndarray, loss_on: str, device, pack: int = 0) -> Batch:
     """Whole examples. With `pack` > 0 they are packed into rows (see `pack_rows`) with
     block-diagonal causal masks and positions restarting at each example: the same computation
     per example as padding each on its own, without most of the padding."""
     lengths = train.lengths[idx] - 1  # inputs: every token but the last
-    starts = train.prompt_lengths[idx] - 1 if loss_on == "answer" else np.zeros_like(lengths)
+    starts = loss_starts(train, idx, loss_on)
     # packing pays when padding would waste over a third of the batch (measured: docs/performance.md)
     if pack <= 0 or lengths.sum() > 0.67 * len(lengths) * lengths.max():
         T = int(lengths.max())
         ids = torch.from_numpy(train.ids[idx, : T + 1])
-        pos = torch.arange(T)
-        mask = (pos[None, :] >= torch.from_numpy(starts)[:, None]) & (pos[None, :] < torch.from_numpy(lengths)[:, None])
-        flat = mask.reshape(-1).nonzero().squeeze(1)
+        flat = torch.from_numpy(padded_loss_at(lengths, starts, T))
         return Batch(
             ids[:, :-1].to(device), ids[:, 1:].reshape(-1)[flat].to(device), flat.to(device), int(lengths.sum())
         )
