@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from jointtask.errors import UserError
 from jointtask.fileio import read_jsonl
 from jointtask.model import LoopedTransformer, ModelConfig
-from jointtask.train.cohort import fit_cohort_size, prepare_data, stacked_forward, train_cohort
+from jointtask.train.cohort import Cohort, fit_cohort_size, prepare_data, stacked_forward, train_cohort
 from jointtask.train.config import load_config
 from jointtask.train.loop import train_run
 
@@ -56,9 +56,14 @@ def _strip(rows):
 CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))
 
 
-@pytest.mark.parametrize("device", ["cpu", CUDA])
-def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path, device):
-    """Different mixtures, seeds, learning rates, budgets; one run stops early (ceiling) and leaves."""
+@pytest.mark.parametrize("device", ["cpu", "cpu-fixed-shapes", CUDA])
+def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path, device, monkeypatch):
+    """Different mixtures, seeds, learning rates, budgets; one run stops early (ceiling) and leaves.
+    On CUDA the steps are replayed as a graph with batches of fixed shape; the fixed shapes are
+    also checked on the CPU."""
+    if device == "cpu-fixed-shapes":
+        monkeypatch.setattr(Cohort, "fixed_shapes_on", ("cpu",))
+        device = "cpu"
     variants = [
         ["task.ops=['ADD','MAX']", "seed=0", "train.steps=30", "train.early_stop=false"],
         [

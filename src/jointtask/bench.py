@@ -295,7 +295,8 @@ def measure_cohort(width: int, size: int, seconds: float, device: str) -> float:
             torch.cuda.synchronize(dev)
         return n
 
-    step()  # warm-up
+    for _ in range(Cohort.warmup + 1):  # warm-up (on CUDA: past the graph's capture)
+        step()
     taken, model_steps = _time_steps(step, seconds)
     return model_steps / taken
 
@@ -314,9 +315,14 @@ def run_cohort_bench(
         solo = measure_cohort(w, 0, seconds, device)
         rows[str(w)] = {"solo": solo, **{str(k): measure_cohort(w, k, seconds, device) for k in sizes}}
         rows[str(w)]["speedup"] = {str(k): rows[str(w)][str(k)] / solo for k in sizes}
-    name = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else processor()
+    from .train.cohort import Cohort
+
+    cuda = device.startswith("cuda")
+    name = torch.cuda.get_device_name(torch.device(device)) if cuda else processor()
+    fixed = torch.device(device).type in Cohort.fixed_shapes_on
     return {
         "machine": {"device": device, "name": name, "torch": torch.__version__, "threads": 1},
+        "path": "cohort steps of fixed shape replayed as one CUDA graph" if cuda and fixed else "eager cohort steps",
         "task": "ADD+MAX+MED mod 20, depth 1, batch 256 (the C2 grid)",
         "seconds_per_measurement": seconds,
         "unit": "model-steps per second; speedup = cohort / one run alone (the solo trainer, packing and all)",

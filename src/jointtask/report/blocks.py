@@ -120,8 +120,8 @@ def cohort_block(root: Path) -> str:
         m, sizes = res["machine"], sorted(next(iter(res["widths"].values()))["speedup"], key=int)
         lines += [
             f"`jointtask bench --cohort --device {m['device']} --out {f.relative_to(root)}` on {m['name']} "
-            f"(torch {m['torch']}, one CPU thread), {res['task']}; model-steps per second, and in brackets the "
-            "speedup over one run trained alone:",
+            f"(torch {m['torch']}, one CPU thread), {res['task']}, {res.get('path', 'eager cohort steps')}; "
+            "model-steps per second, and in brackets the speedup over one run trained alone:",
             "",
             "| width | alone | " + " | ".join(f"cohort of {k}" for k in sizes) + " |",
             "|---|---|" + "---|" * len(sizes),

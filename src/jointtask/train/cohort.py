@@ -93,136 +93,199 @@ def _grad(p: torch.Tensor) -> torch.Tensor:
 
 
 class Cohort:
-    """The stacked weights and AdamW state of some runs (all of one shape)."""
+    """The stacked weights and AdamW state of some runs (all of one shape).
+
+    Weights, gradients and both AdamW moments are [K, P] buffers (P: one model's parameters in
+    `named_parameters` order), and each named weight is a [K, ...] view into the weights: the
+    optimiser is a dozen elementwise ops over the whole cohort, not a dozen per weight. On CUDA a
+    step's batch has a fixed shape (padded to the longest training example) and the step, from the
+    gather of its batch to the AdamW update, is captured once as a CUDA graph and replayed: a
+    step of small models is a few hundred kernel launches, and a replay is one."""
+
+    fixed_shapes_on: tuple[str, ...] = ("cuda",)  # device types whose steps have fixed shapes (graphs: CUDA only)
+    warmup = 2  # eager steps before capture (on a side stream, as CUDA graph capture requires)
 
     def __init__(self, runs: list[Run]):
-        self.runs = runs
+        self.runs, K = runs, len(runs)
         self.device = next(runs[0].model.parameters()).device
+        self.static = self.device.type in self.fixed_shapes_on
         self._load_data()
         template = runs[0].model
         self.names = [n for n, _ in template.named_parameters()]
-        self.decay = {n: p.dim() >= 2 for n, p in template.named_parameters()}  # as make_optimizer groups them
+        shapes = [p.shape for _, p in template.named_parameters()]
+        ends = np.cumsum([s.numel() for s in shapes]).tolist()
+        spans = list(zip([0] + ends[:-1], ends))
         self.cfg = runs[0].cfg.model
         per_run = [dict(r.model.named_parameters()) for r in runs]
-        self.params = {n: torch.stack([pr[n].detach() for pr in per_run]).requires_grad_() for n in self.names}
-        self.exp_avg, self.exp_avg_sq = {}, {}
-        steps = []
-        for n in self.names:
-            states = [r.opt.state.get(pr[n], {}) for r, pr in zip(runs, per_run)]
-            self.exp_avg[n] = torch.stack([s.get("exp_avg", torch.zeros_like(pr[n])) for s, pr in zip(states, per_run)])
-            self.exp_avg_sq[n] = torch.stack(
-                [s.get("exp_avg_sq", torch.zeros_like(pr[n])) for s, pr in zip(states, per_run)]
-            )
-            steps.append([float(s["step"]) if "step" in s else 0.0 for s in states])
+        states = [[r.opt.state.get(pr[n], {}) for n in self.names] for r, pr in zip(runs, per_run)]
+
+        def flat(get) -> torch.Tensor:  # [K, P] from get(k, i) -> run k's tensor of weight i
+            return torch.stack([torch.cat([get(k, i).reshape(-1) for i in range(len(self.names))]) for k in range(K)])
+
+        self.weights = flat(lambda k, i: per_run[k][self.names[i]].detach())
+        zeros = lambda k, i: torch.zeros_like(per_run[k][self.names[i]])
+        self.exp_avg = flat(lambda k, i: states[k][i].get("exp_avg", zeros(k, i)))
+        self.exp_avg_sq = flat(lambda k, i: states[k][i].get("exp_avg_sq", zeros(k, i)))
+        self.params = {  # leaves that are views of the weights: the update below changes them
+            n: self.weights[:, a:b].view(K, *shape).requires_grad_()
+            for n, (a, b), shape in zip(self.names, spans, shapes)
+        }
+        # weight decay on matrices only, as make_optimizer groups them
+        self.decay = torch.cat(
+            [torch.full((b - a,), float(len(shape) >= 2)) for (a, b), shape in zip(spans, shapes)]
+        ).to(self.device)
         # per-run scalars in float64 on the CPU (as torch's AdamW keeps them as Python floats)
-        self.opt_step = torch.tensor(steps[0], dtype=torch.float64)  # [K] AdamW steps taken
+        self.opt_step = torch.tensor(
+            [float(st[0]["step"]) if "step" in st[0] else 0.0 for st in states], dtype=torch.float64
+        )  # [K] AdamW steps taken
         vec = lambda f: torch.tensor([f(r.cfg.train) for r in runs], dtype=torch.float64)
         self.beta1, self.beta2 = vec(lambda t: t.beta1), vec(lambda t: t.beta2)
         self.weight_decay, self.grad_clip = vec(lambda t: t.weight_decay), vec(lambda t: t.grad_clip)
+        self.ks = torch.arange(K, device=self.device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.steps_taken = 0
 
     def _load_data(self) -> None:
         """Every run's training tokens on the device, padded to [K, ...], so that a step's K
-        batches are one gather (K batches built and copied one by one would each wait on a GPU)."""
+        batches are one gather (K batches built and copied one by one would each wait on a GPU).
+        With fixed shapes, also the longest input (T) and the most loss positions a batch can hold (A)."""
         runs, K = self.runs, len(self.runs)
+        t0 = runs[0].cfg.train
         streams = [r.stream for r in runs if r.stream is not None]
         if streams:  # windows of the concatenated samples (shape_of: all runs or none)
             self.sizes = [len(s) for s in streams]
             tokens = np.full((K, max(self.sizes)), PAD, np.int64)
             for k, stream in enumerate(streams):
                 tokens[k, : self.sizes[k]] = stream
+            self.T, self.A = t0.window, t0.batch_size * t0.window
         else:  # whole examples, padded
             sets = [r.data.train for r in runs]
             tokens = np.full((K, max(len(t) for t in sets), max(t.ids.shape[1] for t in sets)), PAD, np.int64)
             for k, t in enumerate(sets):
                 tokens[k, : len(t), : t.ids.shape[1]] = t.ids
+            everything = [np.arange(len(t)) for t in sets]
+            self.T = max(int(t.lengths.max()) - 1 for t in sets)
+            self.A = t0.batch_size * max(
+                int((t.lengths[i] - 1 - loss_starts(t, i, r.cfg.train.loss_on)).max())
+                for r, t, i in zip(runs, sets, everything)
+            )
         self.tokens = torch.from_numpy(tokens).to(self.device)
 
-    def _batches(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-        """This step's batch of every run, the batch it draws alone: inputs [K, B, T], flat
-        indices [K, A] into each run's B * T of the inputs whose next token is a target, their
-        weights [K, A] (0: padding), and the tokens each run processes."""
-        runs, K, dev = self.runs, len(self.runs), self.device
-        t0 = runs[0].cfg.train
-        B = t0.batch_size
+    def _stage(self) -> tuple[np.ndarray, int, list[int]]:
+        """This step's batch of every run (the batch it draws alone) as host ints [K, B + A + 1]:
+        the examples drawn (or the windows' starts), the flat indices into each run's B * T inputs
+        of those whose next token is a target (then 0s), and how many there are; with the inputs'
+        length T and the tokens each run processes."""
+        runs, K = self.runs, len(self.runs)
+        B = runs[0].cfg.train.batch_size
         if runs[0].stream is not None:  # every position predicts the next token
-            T = t0.window
-            first = np.stack([window_starts(r.cfg.seed, r.step, n, B, T) for r, n in zip(runs, self.sizes)])
+            T = self.T
+            rows = np.stack([window_starts(r.cfg.seed, r.step, n, B, T) for r, n in zip(runs, self.sizes)])
             flat = [np.arange(B * T)] * K
             n_tokens = [B * T] * K
-            cols = torch.from_numpy(first).to(dev).unsqueeze(-1) + torch.arange(T + 1, device=dev)  # [K, B, T+1]
-            rows = self.tokens[torch.arange(K, device=dev).view(K, 1, 1), cols]
         else:
-            idx = [batch_indices(r.cfg.seed, r.step, len(r.data.train), B) for r in runs]
-            lengths = [r.data.train.lengths[i] - 1 for r, i in zip(runs, idx)]  # inputs: all tokens but the last
-            T = int(max(n.max() for n in lengths))
+            rows = np.stack([batch_indices(r.cfg.seed, r.step, len(r.data.train), B) for r in runs])
+            lengths = [r.data.train.lengths[i] - 1 for r, i in zip(runs, rows)]  # inputs: all tokens but the last
+            T = self.T if self.static else int(max(n.max() for n in lengths))
             flat = [  # the loss positions, as make_batch takes them
                 padded_loss_at(n, loss_starts(r.data.train, i, r.cfg.train.loss_on), T)
-                for r, i, n in zip(runs, idx, lengths)
+                for r, i, n in zip(runs, rows, lengths)
             ]
             n_tokens = [int(n.sum()) for n in lengths]
-            ks = torch.arange(K, device=dev).view(K, 1)
-            rows = self.tokens[:, :, : T + 1][ks, torch.from_numpy(np.stack(idx)).to(dev)]  # [K, B, T+1]
         counts = np.array([len(f) for f in flat])
-        at = np.zeros((K, counts.max()), np.int64)
+        at = np.zeros((K, self.A if self.static else counts.max()), np.int64)
         for k, f in enumerate(flat):
             at[k, : len(f)] = f
-        at_t = torch.from_numpy(at).to(dev)
-        targets = rows[..., 1:].reshape(K, -1).gather(1, at_t)
-        weight = (torch.arange(at.shape[1], device=dev) < torch.from_numpy(counts).to(dev).unsqueeze(1)).float()
-        return rows[..., :-1], at_t, targets, weight, n_tokens
+        return np.concatenate([rows, at, counts[:, None]], 1), T, n_tokens
 
-    @staticmethod
-    def _k(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A per-run vector [K] shaped to broadcast over stacked tensors like `like`."""
-        return v.view((-1,) + (1,) * (like.dim() - 1))
-
-    def step(self) -> tuple[list[float], list[int]]:
-        """One AdamW step of every run on the batch it draws alone at its step; returns the K
-        losses and the tokens each run processed."""
-        device = self.device
-        inputs, at, targets, weight, n_tokens = self._batches()
+    def _scalars(self) -> torch.Tensor:
+        """This step's per-run AdamW scalars [7, K], computed in float64 (as torch's AdamW does)."""
         lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64)
-        self.opt_step += 1
-        bc1, bc2 = 1 - self.beta1**self.opt_step, 1 - self.beta2**self.opt_step
-        # this step's per-run scalars, computed in float64 and moved in one copy: one wait, not one per weight
-        scalars = torch.stack(
+        step = self.opt_step + 1
+        bc1, bc2 = 1 - self.beta1**step, 1 - self.beta2**step
+        return torch.stack(
             [self.grad_clip, lr * self.weight_decay, 1 - self.beta1, self.beta2, 1 - self.beta2, bc2.sqrt(), lr / bc1]
-        ).to(device=device, dtype=weight.dtype)
-        clip, lr_wd, one_b1, b2, one_b2, bc2_sqrt, step_size = scalars.unbind()
+        ).float()
+
+    def _compute(self, ints: torch.Tensor, scalars: torch.Tensor, T: int) -> torch.Tensor:
+        """One forward, backward and AdamW update of every run on the device, from the staged
+        batch `ints` [K, B + A + 1] and `scalars` [7, K]; returns the K losses. No host sync:
+        on CUDA this is what the graph holds."""
+        K, B = len(self.runs), self.runs[0].cfg.train.batch_size
+        first, at, count = ints[:, :B], ints[:, B:-1], ints[:, -1:]
+        ks = self.ks.view(K, 1, 1)
+        if self.runs[0].stream is not None:
+            rows = self.tokens[ks, first.unsqueeze(-1) + torch.arange(T + 1, device=ints.device)]  # [K, B, T+1]
+        else:
+            rows = self.tokens[:, :, : T + 1][ks.view(K, 1), first]  # [K, B, T+1]
+        targets = rows[..., 1:].reshape(K, -1).gather(1, at)
+        weight = (torch.arange(at.shape[1], device=ints.device) < count).float()  # [K, A] 0: padding
+        clip, lr_wd, one_b1, b2, one_b2, bc2_sqrt, step_size = (s.unsqueeze(1) for s in scalars.unbind())  # [K, 1]
         c = self.cfg
-        logits = stacked_forward(self.params, inputs, at, c.heads, c.blocks, c.recurrence)
+        logits = stacked_forward(self.params, rows[..., :-1], at, c.heads, c.blocks, c.recurrence)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(weight)
         losses = (ce * weight).sum(1) / weight.sum(1)  # each run's mean over its own targets
         for p in self.params.values():
             p.grad = None
         losses.sum().backward()  # runs share no weights: each gets its own gradient
         with torch.no_grad():
-            grads = [_grad(self.params[n]) for n in self.names]
+            g = torch.cat([_grad(self.params[n]).flatten(1) for n in self.names], 1)  # [K, P]
             # per-run clipping by the global norm, as torch.nn.utils.clip_grad_norm_ does alone
-            norm = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # [K]
-            coef = torch.where(clip > 0, (clip / (norm + 1e-6)).clamp(max=1.0), 1.0)
-            for n, g in zip(self.names, grads):  # AdamW, as torch.optim.AdamW computes it, per run
-                p, m, v = self.params[n], self.exp_avg[n], self.exp_avg_sq[n]
-                g = g * self._k(coef, g)
-                if self.decay[n]:
-                    p.mul_(1 - self._k(lr_wd, p))
-                m.lerp_(g, self._k(one_b1, m))
-                v.mul_(self._k(b2, v)).addcmul_(g, g * self._k(one_b2, v))
-                denom = v.sqrt() / self._k(bc2_sqrt, v) + 1e-8
-                p.sub_(self._k(step_size, p) * m / denom)
-        return losses.detach().tolist(), n_tokens
+            norm = g.pow(2).sum(1, keepdim=True).sqrt()
+            g.mul_(torch.where(clip > 0, (clip / (norm + 1e-6)).clamp(max=1.0), 1.0))
+            # AdamW, as torch.optim.AdamW computes it, per run
+            w, m, v = self.weights, self.exp_avg, self.exp_avg_sq
+            w.mul_(1 - lr_wd * self.decay)
+            m.lerp_(g, one_b1)
+            v.mul_(b2).addcmul_(g, g * one_b2)
+            w.sub_(step_size * m / (v.sqrt() / bc2_sqrt + 1e-8))
+        return losses.detach()
+
+    def step(self) -> tuple[list[float], list[int]]:
+        """One AdamW step of every run on the batch it draws alone at its step; returns the K
+        losses and the tokens each run processed."""
+        ints, T, n_tokens = self._stage()
+        host_ints, host_scalars = torch.from_numpy(ints), self._scalars()
+        self.opt_step += 1
+        self.steps_taken += 1
+        if not self.static:
+            return self._compute(host_ints.to(self.device), host_scalars.to(self.device), T).tolist(), n_tokens
+        if self.steps_taken == 1:  # the graph's inputs live here, at fixed addresses
+            self.ints, self.scalars = host_ints.to(self.device), host_scalars.to(self.device)
+        else:
+            self.ints.copy_(host_ints, non_blocking=True)
+            self.scalars.copy_(host_scalars, non_blocking=True)
+        if self.device.type != "cuda":  # fixed shapes and no graph: a test compares it with the eager step
+            self.losses = self._compute(self.ints, self.scalars, T)
+        elif self.graph is None and self.steps_taken <= self.warmup:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.losses = self._compute(self.ints, self.scalars, T)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        else:
+            if self.graph is None:
+                self.graph = torch.cuda.CUDAGraph()
+                for p in self.params.values():
+                    p.grad = None
+                with torch.cuda.graph(self.graph):
+                    self.losses = self._compute(self.ints, self.scalars, T)
+            self.graph.replay()
+        return self.losses.tolist(), n_tokens
 
     def sync(self, k: int) -> None:
         """Write run k's weights and AdamW state into its own model and optimiser (for its
         evaluation, checkpoint and result, which are the same as alone)."""
         r = self.runs[k]
+        sizes = [self.params[n][k].numel() for n in self.names]
+        m, v = self.exp_avg[k].split(sizes), self.exp_avg_sq[k].split(sizes)
         with torch.no_grad():
-            for n, p in r.model.named_parameters():
+            for (n, p), mi, vi in zip(r.model.named_parameters(), m, v):
                 p.copy_(self.params[n][k])
                 r.opt.state[p] = {
                     "step": torch.tensor(float(self.opt_step[k]), device=p.device),
-                    "exp_avg": self.exp_avg[n][k].clone(),
-                    "exp_avg_sq": self.exp_avg_sq[n][k].clone(),
+                    "exp_avg": mi.view_as(p).clone(),
+                    "exp_avg_sq": vi.view_as(p).clone(),
                 }
 
 
