@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from jointtask.errors import UserError
 from jointtask.fileio import read_jsonl
 from jointtask.model import LoopedTransformer, ModelConfig
-from jointtask.train.cohort import Cohort, fit_cohort_size, prepare_data, stacked_forward, train_cohort
+from jointtask.sweep.executors import prepare_data
+from jointtask.train.cohort import Cohort, fit_cohort_size, stacked_forward, train_cohort
 from jointtask.train.config import load_config
 from jointtask.train.loop import train_run
 
@@ -49,6 +50,19 @@ def test_stacked_forward_matches_separate_models():
             torch.testing.assert_close(stacked[n].grad[k], p.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_stacked_linear_gradients_hold_with_tokens_cut_into_pieces(monkeypatch):
+    """The weight gradient reduced in pieces (as on CUDA) is the gradient: checked numerically."""
+    import jointtask.train.cohort as cohort
+
+    for pieces in (1, 4):
+        monkeypatch.setattr(cohort, "_chunks", lambda n, c=pieces: c)
+        monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda t: True))
+        x, w, b = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 8, 3), (2, 5, 3), (2, 5)))
+        assert torch.autograd.gradcheck(cohort._Linear.apply, (x, w, b))
+        assert torch.autograd.gradcheck(cohort._Linear.apply, (x, w, None))
+        monkeypatch.undo()
+
+
 def _strip(rows):
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
 
@@ -57,7 +71,7 @@ CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available
 
 
 @pytest.mark.parametrize("device", ["cpu", "cpu-fixed-shapes", CUDA])
-def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path, device, monkeypatch):
+def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path, device, monkeypatch, capsys):
     """Different mixtures, seeds, learning rates, budgets; one run stops early (ceiling) and leaves.
     On CUDA the steps are replayed as a graph with batches of fixed shape; the fixed shapes are
     also checked on the CPU."""
@@ -79,6 +93,7 @@ def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path, device, monkeypat
     cfgs = [load_config(MAX10, SMALL + v + [f"train.device={device}"]) for v in variants]
     solo = [train_run(c, tmp_path / f"solo{i}", quiet=True) for i, c in enumerate(cfgs)]
     cohort = train_cohort(cfgs, [tmp_path / f"co{i}" for i in range(3)])
+    assert "cohort of 3 at width 16: 30 steps in" in capsys.readouterr().err  # 10 steps of 3 runs, 20 of 2
     assert solo[2] is not None and solo[2].stop_reason == "ceiling" and solo[2].steps == 10  # it left the cohort
     for i, (a, b) in enumerate(zip(solo, cohort)):
         assert a is not None and b.run_id == a.run_id == cfgs[i].run_id()
@@ -130,7 +145,7 @@ def test_cohort_and_solo_resume_each_others_checkpoints(tmp_path):
         train_cohort([a, load_config(MAX10, SMALL + ["model.width=32"])], [tmp_path / "c", tmp_path / "d"])
 
 
-def test_cohort_data_is_built_ahead_in_parallel_only_on_an_accelerator(tmp_path, monkeypatch):
+def test_a_local_sweep_builds_its_runs_data_ahead_in_parallel_only_on_an_accelerator(tmp_path, monkeypatch):
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core: nothing to build in parallel")
     monkeypatch.setenv("JOINTTASK_CACHE", str(tmp_path))

@@ -21,11 +21,9 @@ default cohort size is 1 there; see `jointtask bench --cohort`.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
-import os
+import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..tasks.dataset import build_task_data
 from ..tasks.families import PAD, Vocab
 from .config import RunConfig
 from .loop import Run, batch_indices, loss_starts, model_context, padded_loss_at, window_starts
-from .run_dir import RESULT, RunResult
+from .run_dir import RunResult
 
 
 def shape_of(cfg: RunConfig) -> tuple:
@@ -52,9 +49,41 @@ def _layer_norm(x, w, b):  # x [K, N, d], w b [K, d]
     return torch.addcmul(b.unsqueeze(1), F.layer_norm(x, x.shape[-1:]), w.unsqueeze(1))
 
 
+class _Linear(torch.autograd.Function):
+    """x w^T + b for K models: x [K, N, i], w [K, o, i], b [K, o] or None -> [K, N, o].
+
+    The weight's gradient is a sum over N, thousands of tokens, into a tiny [o, i] matrix: as one
+    matrix product per model it is K long serial reductions, which left most of a GPU idle
+    (profiled on an H200: the largest share of a cohort step at width 8). On CUDA the tokens are
+    cut into pieces reduced in parallel, then summed."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.bias = b is not None
+        wt = w.transpose(1, 2)
+        return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        (gy,) = grads  # [K, N, o]
+        x, w = ctx.saved_tensors
+        (K, N, i), o = x.shape, gy.shape[2]
+        c = _chunks(N) if gy.is_cuda else 1  # one CPU core reduces serially anyway (pieces: 10% slower here)
+        gw = torch.bmm(gy.reshape(K * c, N // c, o).transpose(1, 2), x.reshape(K * c, N // c, i))
+        return torch.bmm(gy, w), gw.view(K, c, o, i).sum(1), gy.sum(1) if ctx.bias else None
+
+
+def _chunks(n: int, tokens: int = 64) -> int:
+    """The most pieces of at least `tokens` tokens, a power of two dividing `n`, at most 64."""
+    c = 1
+    while c < 64 and n % (2 * c) == 0 and n // (2 * c) >= tokens:
+        c *= 2
+    return c
+
+
 def _linear(x, w, b=None):  # x [K, N, i], w [K, o, i], b [K, o] -> [K, N, o]
-    wt = w.transpose(1, 2)
-    return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
+    return _Linear.apply(x, w, b)
 
 
 def stacked_forward(
@@ -289,21 +318,6 @@ class Cohort:
                 }
 
 
-def _build_data(cfg: RunConfig) -> None:
-    build_task_data(cfg.task, cfg.data, cfg.seed)
-
-
-def prepare_data(cfgs: Sequence[RunConfig]) -> None:
-    """Build the runs' data (into the data cache, where each run then reads it) in parallel
-    processes when the cohort trains on an accelerator: one after another, 64 runs at modulus 20
-    would hold it for minutes while the cores sit idle. On a CPU the sweep's workers already
-    keep every core busy."""
-    workers = min(len(cfgs), os.cpu_count() or 1)
-    if workers > 1 and cfgs[0].train.device != "cpu":
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            list(pool.map(_build_data, cfgs))
-
-
 def train_cohort(
     cfgs: list[RunConfig],
     outs: Sequence[str | Path],
@@ -322,21 +336,33 @@ def train_cohort(
         )
     torch.set_num_threads(cfgs[0].train.threads)
     inits = list(init_froms) if init_froms is not None else [None] * len(cfgs)
-    prepare_data([c for c, o in zip(cfgs, outs) if not (resume and (Path(o) / RESULT).exists())])
+    began = time.perf_counter()
     runs = [Run(c, o, resume, i) for c, o, i in zip(cfgs, outs, inits)]
     active = [r for r in runs if not r.done]
+    opened, steps, stepping, booking = time.perf_counter(), 0, 0.0, 0.0
     while active:
         cohort = Cohort(active)
         while all(not r.done for r in cohort.runs):
             t0 = time.perf_counter()
             losses, n_tokens = cohort.step()
-            share = (time.perf_counter() - t0) / len(cohort.runs)  # each run's part of the step's time
+            t1 = time.perf_counter()
+            share = (t1 - t0) / len(cohort.runs)  # each run's part of the step's time
             for k, r in enumerate(cohort.runs):
                 r.after_step(losses[k], n_tokens[k], share, sync=lambda k=k: cohort.sync(k))
+            steps, stepping, booking = steps + 1, stepping + t1 - t0, booking + time.perf_counter() - t1
         for k in range(len(cohort.runs)):  # a stopped run leaves with the state it stopped with
             cohort.sync(k)
         active = [r for r in cohort.runs if not r.done]
-    return [r.finish() for r in runs]
+    results = [r.finish() for r in runs]
+    if steps:  # where a cohort's time went: the first thing to read when a sweep is slower than its bench
+        print(
+            f"cohort of {len(cfgs)} at width {cfgs[0].model.width}: {steps} steps in "
+            f"{time.perf_counter() - began:.1f} s (opening runs {opened - began:.1f} s, steps {stepping:.1f} s, "
+            f"evaluations and checkpoints {booking:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return results
 
 
 def cohort_memory(cfg: RunConfig, vocab: int, context: int) -> int:

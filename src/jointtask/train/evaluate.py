@@ -18,11 +18,13 @@ def greedy_decode(model, prompts: list[np.ndarray], max_new: int, device="cpu") 
     n = len(prompts)
     if n == 0:
         return []
-    plen = torch.tensor([len(p) for p in prompts], device=device)
-    buf_len = min(int(plen.max()) + max_new, model.max_len)
-    buf = torch.full((n, buf_len), PAD, dtype=torch.long, device=device)
+    lens = np.array([len(p) for p in prompts])
+    buf_len = min(int(lens.max()) + max_new, model.max_len)
+    host = np.full((n, buf_len), PAD, np.int64)
     for i, p in enumerate(prompts):
-        buf[i, : len(p)] = torch.as_tensor(p, device=device)
+        host[i, : len(p)] = p
+    buf = torch.from_numpy(host).to(device)  # one copy: one per prompt would each wait on a GPU
+    plen = torch.from_numpy(lens).to(device)
     cur = plen.clone()  # next position each row writes
     active = cur < buf_len
     seq = torch.arange(n, device=device)
