@@ -93,7 +93,7 @@ def test_a_cohort_trains_each_run_as_it_trains_alone(tmp_path, device, monkeypat
     cfgs = [load_config(MAX10, SMALL + v + [f"train.device={device}"]) for v in variants]
     solo = [train_run(c, tmp_path / f"solo{i}", quiet=True) for i, c in enumerate(cfgs)]
     cohort = train_cohort(cfgs, [tmp_path / f"co{i}" for i in range(3)])
-    assert "cohort of 3 at width 16: 30 steps in" in capsys.readouterr().err  # 10 steps of 3 runs, 20 of 2
+    assert "1 cohort(s) of 3 runs at width(s) 16: 30 steps in" in capsys.readouterr().err
     assert solo[2] is not None and solo[2].stop_reason == "ceiling" and solo[2].steps == 10  # it left the cohort
     for i, (a, b) in enumerate(zip(solo, cohort)):
         assert a is not None and b.run_id == a.run_id == cfgs[i].run_id()
@@ -126,7 +126,7 @@ def test_a_cohort_of_window_runs_trains_each_as_alone(tmp_path):
             rtol=1e-5,
         )
     with pytest.raises(UserError, match="one shape"):  # windows and whole examples never share a cohort
-        train_cohort([cfgs[0], load_config(MAX10, SMALL)], [tmp_path / "c", tmp_path / "d"])
+        train_cohort([cfgs[0], load_config(MAX10, SMALL)], [tmp_path / "c", tmp_path / "d"], groups=[[0, 1]])
 
 
 def test_cohort_and_solo_resume_each_others_checkpoints(tmp_path):
@@ -141,8 +141,31 @@ def test_cohort_and_solo_resume_each_others_checkpoints(tmp_path):
         rtol=1e-5,
     )
     assert train_run(b, tmp_path / "b", resume=True, quiet=True) == rb  # finished: read back as it is
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_runs_of_two_shapes_train_as_two_cohorts_taking_turns_each_as_alone(tmp_path, capsys, device):
+    """On CUDA each cohort steps on its own stream."""
+    cfgs = [
+        load_config(
+            MAX10,
+            SMALL
+            + ["train.steps=20", "train.early_stop=false", f"seed={s}", f"model.width={w}", f"train.device={device}"],
+        )
+        for s, w in ((0, 16), (1, 32), (2, 16))
+    ]
+    together = train_cohort(cfgs, [tmp_path / f"co{i}" for i in range(3)])
+    assert "2 cohort(s) of 2/1 runs at width(s) 16/32: 20 steps in" in capsys.readouterr().err
+    for i, (c, r) in enumerate(zip(cfgs, together)):
+        alone = train_run(c, tmp_path / f"solo{i}", quiet=True)
+        assert alone is not None and r.run_id == alone.run_id and r.accuracy == alone.accuracy
+        np.testing.assert_allclose(
+            [m["loss"] for m in read_jsonl(tmp_path / f"co{i}" / "metrics.jsonl")],
+            [m["loss"] for m in read_jsonl(tmp_path / f"solo{i}" / "metrics.jsonl")],
+            rtol=1e-5,
+        )
     with pytest.raises(UserError, match="one shape"):
-        train_cohort([a, load_config(MAX10, SMALL + ["model.width=32"])], [tmp_path / "c", tmp_path / "d"])
+        train_cohort(cfgs[:2], [tmp_path / "c", tmp_path / "d"], groups=[[0, 1]])
 
 
 def test_a_local_sweep_builds_its_runs_data_ahead_in_parallel_only_on_an_accelerator(tmp_path, monkeypatch):

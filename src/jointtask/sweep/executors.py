@@ -1,9 +1,9 @@
 """Executors: how the runs of a sweep get trained. One small interface:
 
-    executor.map(groups, runs_dir) -> iterator of (run, outcome, exception), in completion order
+    executor.map(work, runs_dir) -> iterator of (run, outcome, exception), in completion order
 
-A group is one run, or a cohort of runs of one shape trained as one computation
-(runner.cohorts). `local` is a process pool on this machine (one torch thread per worker); `ray`
+`work` lists what each worker process trains: a list of groups, each one run, or a cohort of runs
+of one shape trained as one computation (runner.cohorts, runner.one_process_per_device). `local` is a process pool on this machine (one torch thread per worker); `ray`
 hands each group to a Ray cluster as a task that declares one CPU (and a whole GPU for a cohort
 on CUDA), retried a bounded number of times.
 """
@@ -17,22 +17,22 @@ import multiprocessing as mp
 from pathlib import Path
 
 from ..errors import UserError
-from .runner import die_with_parent, execute_group
+from .runner import die_with_parent, execute_groups
 
 
 class LocalExecutor:
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1
 
-    def map(self, groups, runs_dir: Path):
-        if not groups:
+    def map(self, work, runs_dir: Path):
+        if not work:
             return
-        prepare_data([c for g in groups for r in g for c in (r.config, r.pretrain and r.pretrain.config) if c])
+        prepare_data([c for w in work for r in _runs(w) for c in (r.config, r.pretrain and r.pretrain.config) if c])
         # spawn: a fresh interpreter per worker, no forked torch state; workers die with the driver.
         # No more workers than groups: each one starts an interpreter and imports torch.
-        workers = min(self.workers, len(groups))
+        workers = min(self.workers, len(work))
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent) as pool:
-            futures = {pool.submit(execute_group, _plain(g), str(runs_dir)): g for g in groups}
+            futures = {pool.submit(execute_groups, _plain(w), str(runs_dir)): w for w in work}
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -64,13 +64,17 @@ def prepare_data(cfgs: list) -> None:
             list(pool.map(_build_data, todo, chunksize=max(1, len(todo) // (4 * workers))))
 
 
-def _plain(group) -> list[dict]:
-    return [r.model_dump(mode="json") for r in group]
+def _plain(groups) -> list[list[dict]]:
+    return [[r.model_dump(mode="json") for r in g] for g in groups]
 
 
-def _per_run(group, outcomes):
-    """(run, outcome, None) for each run of a group, or (run, None, exception) when it failed."""
-    for i, run in enumerate(group):
+def _runs(groups) -> list:
+    return [r for g in groups for r in g]
+
+
+def _per_run(groups, outcomes):
+    """(run, outcome, None) for each run of some groups, or (run, None, exception) when they failed."""
+    for i, run in enumerate(_runs(groups)):
         if isinstance(outcomes, BaseException):
             yield run, None, outcomes
         else:
@@ -90,8 +94,8 @@ class RayExecutor:
     def __init__(self, address: str | None = None, workers: int | None = None):
         self.address, self.workers = address, workers
 
-    def map(self, groups, runs_dir: Path):
-        if not groups:
+    def map(self, work, runs_dir: Path):
+        if not work:
             return
         _ray_env()
         try:
@@ -116,9 +120,9 @@ class RayExecutor:
         try:
             task = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=True)(_ray_execute)
             refs = {}
-            for g in groups:
-                cohort_on_gpu = len(g) > 1 and g[0].config.train.device.startswith("cuda")
-                refs[task.options(num_gpus=1 if cohort_on_gpu else 0).remote(_plain(g), str(runs_dir))] = g
+            for w in work:
+                cohort_on_gpu = any(len(g) > 1 and g[0].config.train.device.startswith("cuda") for g in w)
+                refs[task.options(num_gpus=1 if cohort_on_gpu else 0).remote(_plain(w), str(runs_dir))] = w
             pending = list(refs)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
@@ -134,11 +138,11 @@ class RayExecutor:
             ray.shutdown()
 
 
-def _ray_execute(group: list[dict], runs_dir: str) -> list[dict]:
+def _ray_execute(groups: list[list[dict]], runs_dir: str) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    return execute_group(group, runs_dir, ship_files=True)  # the driver may not share this disk
+    return execute_groups(groups, runs_dir, ship_files=True)  # the driver may not share this disk
 
 
 def make_executor(backend: str, workers: int | None = None, address: str | None = None):

@@ -84,25 +84,35 @@ def _outcome(planned: PlannedRun, result: RunResult, out: Path, ship_files: bool
     return {"result": result.model_dump(mode="json"), "files": files}
 
 
-def execute_group(runs: list[dict], runs_dir: str, ship_files: bool = False) -> list[dict]:
-    """Train a group of planned runs: one run alone (`execute_run`), or a cohort (train/cohort.py),
-    pretraining runs first as a cohort of their own. Returns one outcome per run, in order."""
-    if len(runs) == 1:
-        return [execute_run(runs[0], runs_dir, ship_files)]
+def execute_groups(groups: list[list[dict]], runs_dir: str, ship_files: bool = False) -> list[dict]:
+    """Train, in this process, one run alone (`execute_run`) or cohorts (lists of runs of one
+    shape, train/cohort.py) taking steps in turn, pretraining runs first as cohorts of their own.
+    Returns one outcome per run, in order."""
+    if len(groups) == 1 and len(groups[0]) == 1:
+        return [execute_run(groups[0][0], runs_dir, ship_files)]
     from ..train.cohort import train_cohort
 
-    planned = [PlannedRun.model_validate(r) for r in runs]
+    planned = [[PlannedRun.model_validate(r) for r in g] for g in groups]
     root = Path(runs_dir)
-    pre = list({p.pretrain.run_id: p.pretrain for p in planned if p.pretrain is not None}.values())
-    for group in (pre, planned):
-        if not group:
+    pre = [list({p.pretrain.run_id: p.pretrain for p in g if p.pretrain is not None}.values()) for g in planned]
+    for stage in (pre, planned):
+        todo = [g for g in stage if g]
+        flat = [p for g in todo for p in g]
+        if not flat:
             continue
-        with contextlib.ExitStack() as held:  # every run of the cohort, in one order (no deadlock)
-            for rid in sorted(p.run_id for p in group):
+        starts = [sum(len(g) for g in todo[:i]) for i in range(len(todo))]
+        with contextlib.ExitStack() as held:  # every run, in one order (no deadlock)
+            for rid in sorted({p.run_id for p in flat}):
                 held.enter_context(locked(root / rid / LOCK))
-            inits: list[str | Path | None] = [root / p.pretrain.run_id if p.pretrain else None for p in group]
-            results = train_cohort([p.config for p in group], [root / p.run_id for p in group], init_froms=inits)
-    return [_outcome(p, result, root / p.run_id, ship_files) for p, result in zip(planned, results)]
+            inits: list[str | Path | None] = [root / p.pretrain.run_id if p.pretrain else None for p in flat]
+            results = train_cohort(
+                [p.config for p in flat],
+                [root / p.run_id for p in flat],
+                init_froms=inits,
+                groups=[list(range(s, s + len(g))) for s, g in zip(starts, todo)],
+            )
+    flat = [p for g in planned for p in g]
+    return [_outcome(p, result, root / p.run_id, ship_files) for p, result in zip(flat, results)]
 
 
 def cohorts(runs: list[PlannedRun], size: int) -> tuple[list[list[PlannedRun]], list[str]]:
@@ -121,6 +131,21 @@ def cohorts(runs: list[PlannedRun], size: int) -> tuple[list[list[PlannedRun]], 
         notes.append(f"width {group[0].width}: {why}")
         groups += [group[i : i + k] for i in range(0, len(group), k)]
     return groups, notes
+
+
+def one_process_per_device(groups: list[list[PlannedRun]]) -> list[list[list[PlannedRun]]]:
+    """What each worker process trains: the cohorts on one CUDA device all in one process (taking
+    steps in turn on their own streams, the GPU overlaps them; processes would share it by time
+    slices), every other group in a process of its own."""
+    per_device: dict[str, list[list[PlannedRun]]] = {}
+    alone = []
+    for g in groups:
+        device = g[0].config.train.device
+        if len(g) > 1 and device.startswith("cuda"):
+            per_device.setdefault(device, []).append(g)
+        else:
+            alone.append([g])
+    return list(per_device.values()) + alone
 
 
 def default_cohort_size(device: str) -> int:
@@ -233,10 +258,11 @@ def run_sweep(
         if cohort_size is None:
             cohort_size = default_cohort_size(runs[0].config.train.device if runs else "cpu")
         groups, notes = cohorts(todo, cohort_size)
+        work = one_process_per_device(groups)
         summary = {"done": 0, "failed": 0, "skipped": len(runs) - len(todo), "failures": [], "cohorts": notes}
         if progress:
             progress.start(runs, runs_dir)
-        for run, outcome, exc in executor.map(groups, runs_dir):
+        for run, outcome, exc in executor.map(work, runs_dir):
             if exc is None:
                 store_run(runs_dir, outcome)
                 summary["done"] += 1

@@ -173,6 +173,9 @@ class Cohort:
         self.ks = torch.arange(K, device=self.device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps_taken = 0
+        # on CUDA: the cohort's own stream, and an event marking its last launched step done
+        cuda = self.static and self.device.type == "cuda"
+        self.stream, self.done = (torch.cuda.Stream(self.device), torch.cuda.Event()) if cuda else (None, None)
 
     def _load_data(self) -> None:
         """Every run's training tokens on the device, padded to [K, ...], so that a step's K
@@ -270,37 +273,59 @@ class Cohort:
             w.sub_(step_size * m / (v.sqrt() / bc2_sqrt + 1e-8))
         return losses.detach()
 
-    def step(self) -> tuple[list[float], list[int]]:
-        """One AdamW step of every run on the batch it draws alone at its step; returns the K
-        losses and the tokens each run processed."""
-        ints, T, n_tokens = self._stage()
+    def launch(self) -> None:
+        """Queue one AdamW step of every run on the batch it draws alone at its step. On CUDA the
+        step runs on the cohort's own stream, so that the steps of several cohorts overlap on one
+        GPU; `collect` waits for it."""
+        ints, T, self.n_tokens = self._stage()
         host_ints, host_scalars = torch.from_numpy(ints), self._scalars()
         self.opt_step += 1
         self.steps_taken += 1
         if not self.static:
-            return self._compute(host_ints.to(self.device), host_scalars.to(self.device), T).tolist(), n_tokens
-        if self.steps_taken == 1:  # the graph's inputs live here, at fixed addresses
-            self.ints, self.scalars = host_ints.to(self.device), host_scalars.to(self.device)
-        else:
-            self.ints.copy_(host_ints, non_blocking=True)
-            self.scalars.copy_(host_scalars, non_blocking=True)
-        if self.device.type != "cuda":  # fixed shapes and no graph: a test compares it with the eager step
+            self.losses = self._compute(host_ints.to(self.device), host_scalars.to(self.device), T)
+            return
+        if self.stream is None or self.done is None:  # fixed shapes, no graph: a test compares it with eager
+            self.ints, self.scalars = host_ints, host_scalars
             self.losses = self._compute(self.ints, self.scalars, T)
-        elif self.graph is None and self.steps_taken <= self.warmup:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
+            return
+        if self.steps_taken == 1:  # the graph's inputs and outputs live here, at fixed addresses
+            self.host_ints, self.host_scalars = host_ints.pin_memory(), host_scalars.pin_memory()
+            self.ints = torch.empty_like(host_ints, device=self.device)
+            self.scalars = torch.empty_like(host_scalars, device=self.device)
+        else:  # the last step was collected: the pinned buffers are free
+            self.host_ints.copy_(host_ints)
+            self.host_scalars.copy_(host_scalars)
+        # after whatever the default stream did with the weights (stacking them, `sync`)
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            self.ints.copy_(self.host_ints, non_blocking=True)
+            self.scalars.copy_(self.host_scalars, non_blocking=True)
+            if self.graph is None and self.steps_taken <= self.warmup:  # eager, off the default stream
                 self.losses = self._compute(self.ints, self.scalars, T)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-        else:
-            if self.graph is None:
-                self.graph = torch.cuda.CUDAGraph()
-                for p in self.params.values():
-                    p.grad = None
-                with torch.cuda.graph(self.graph):
-                    self.losses = self._compute(self.ints, self.scalars, T)
-            self.graph.replay()
-        return self.losses.tolist(), n_tokens
+            else:
+                if self.graph is None:
+                    self.graph = torch.cuda.CUDAGraph()
+                    for p in self.params.values():
+                        p.grad = None
+                    with torch.cuda.graph(self.graph, stream=self.stream):
+                        self.losses = self._compute(self.ints, self.scalars, T)
+                    self.host_losses = torch.empty(self.losses.shape, pin_memory=True)
+                self.graph.replay()
+                self.host_losses.copy_(self.losses, non_blocking=True)
+            self.done.record(self.stream)
+
+    def collect(self) -> tuple[list[float], list[int]]:
+        """Wait for the launched step; returns the K losses and the tokens each run processed."""
+        if self.done is not None:
+            self.done.synchronize()
+            if self.graph is not None:
+                return self.host_losses.tolist(), self.n_tokens
+        return self.losses.tolist(), self.n_tokens
+
+    def step(self) -> tuple[list[float], list[int]]:
+        """`launch` and `collect`: one step of every run, done."""
+        self.launch()
+        return self.collect()
 
     def sync(self, k: int) -> None:
         """Write run k's weights and AdamW state into its own model and optimiser (for its
@@ -323,40 +348,57 @@ def train_cohort(
     outs: Sequence[str | Path],
     resume: bool = True,
     init_froms: Sequence[str | Path | None] | None = None,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> list[RunResult]:
-    """Train the runs `cfgs` into the run directories `outs` as one cohort; returns their results
-    in order. Finished runs are read back; the others resume from their checkpoints."""
+    """Train the runs `cfgs` into the run directories `outs` in cohorts: `groups` (lists of
+    indices into `cfgs`; default one cohort per shape). The cohorts take their steps in turn, each
+    on its own CUDA stream, so that one GPU overlaps them. Returns the results in order; finished
+    runs are read back, the others resume from their checkpoints."""
     if not cfgs:
         return []
-    shapes = {shape_of(c) for c in cfgs}
-    if len(shapes) > 1:
-        raise UserError(
-            f"a cohort needs runs of one shape; got {len(shapes)} (width, heads, recurrence, blocks, "
-            "vocabulary, context length and device must agree)"
-        )
+    if groups is None:
+        by_shape: dict[tuple, list[int]] = {}
+        for i, c in enumerate(cfgs):
+            by_shape.setdefault(shape_of(c), []).append(i)
+        groups = list(by_shape.values())
+    for g in groups:
+        if len({shape_of(cfgs[i]) for i in g}) > 1:
+            raise UserError(
+                "a cohort needs runs of one shape (width, heads, recurrence, blocks, vocabulary, context "
+                "length, batch layout and device must agree)"
+            )
     torch.set_num_threads(cfgs[0].train.threads)
     inits = list(init_froms) if init_froms is not None else [None] * len(cfgs)
     began = time.perf_counter()
     runs = [Run(c, o, resume, i) for c, o, i in zip(cfgs, outs, inits)]
-    active = [r for r in runs if not r.done]
-    opened, steps, stepping, booking = time.perf_counter(), 0, 0.0, 0.0
-    while active:
-        cohort = Cohort(active)
-        while all(not r.done for r in cohort.runs):
-            t0 = time.perf_counter()
-            losses, n_tokens = cohort.step()
-            t1 = time.perf_counter()
-            share = (t1 - t0) / len(cohort.runs)  # each run's part of the step's time
+    live = [Cohort(active) for g in groups if (active := [runs[i] for i in g if not runs[i].done])]
+    opened, rounds, stepping, booking = time.perf_counter(), 0, 0.0, 0.0
+    while live:
+        t0 = time.perf_counter()
+        for cohort in live:
+            cohort.launch()
+        stepped = [cohort.collect() for cohort in live]
+        t1 = time.perf_counter()
+        share = (t1 - t0) / sum(len(c.runs) for c in live)  # each run's part of the round's time
+        for cohort, (losses, n_tokens) in zip(live, stepped):
             for k, r in enumerate(cohort.runs):
-                r.after_step(losses[k], n_tokens[k], share, sync=lambda k=k: cohort.sync(k))
-            steps, stepping, booking = steps + 1, stepping + t1 - t0, booking + time.perf_counter() - t1
-        for k in range(len(cohort.runs)):  # a stopped run leaves with the state it stopped with
-            cohort.sync(k)
-        active = [r for r in cohort.runs if not r.done]
+                r.after_step(losses[k], n_tokens[k], share, sync=lambda c=cohort, k=k: c.sync(k))
+        rounds, stepping, booking = rounds + 1, stepping + t1 - t0, booking + time.perf_counter() - t1
+        going = []
+        for cohort in live:
+            if not any(r.done for r in cohort.runs):
+                going.append(cohort)
+                continue
+            for k in range(len(cohort.runs)):  # a stopped run leaves with the state it stopped with
+                cohort.sync(k)
+            if rest := [r for r in cohort.runs if not r.done]:
+                going.append(Cohort(rest))
+        live = going
     results = [r.finish() for r in runs]
-    if steps:  # where a cohort's time went: the first thing to read when a sweep is slower than its bench
+    if rounds:  # where the time went: the first thing to read when a sweep is slower than its bench
         print(
-            f"cohort of {len(cfgs)} at width {cfgs[0].model.width}: {steps} steps in "
+            f"{len(groups)} cohort(s) of {'/'.join(str(len(g)) for g in groups)} runs at width(s) "
+            f"{'/'.join(str(cfgs[g[0]].model.width) for g in groups)}: {rounds} steps in "
             f"{time.perf_counter() - began:.1f} s (opening runs {opened - began:.1f} s, steps {stepping:.1f} s, "
             f"evaluations and checkpoints {booking:.1f} s)",
             file=sys.stderr,
