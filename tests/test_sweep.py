@@ -89,6 +89,39 @@ def test_a_sweep_in_cohorts_killed_and_resumed_gives_the_solo_table(tmp_path, re
     assert (a.accuracy - b.accuracy).abs().max() <= 0.02
 
 
+def test_the_cohorts_of_one_cuda_device_train_in_one_process_each_as_alone(tmp_path, reference):
+    from jointtask.sweep.runner import cohorts, execute_groups, one_process_per_device
+
+    runs = plan(load_experiment(SMOKE, ["sweep.seeds=[0]"]))
+    groups, _ = cohorts(runs, 4)
+    assert [len(g) for g in groups] == [2, 2]  # seed 0: two mixtures at each of two widths
+    on = lambda g, device: [
+        r.model_copy(
+            update={
+                "config": r.config.model_copy(update={"train": r.config.train.model_copy(update={"device": device})})
+            }
+        )
+        for r in g
+    ]
+    assert (
+        one_process_per_device([on(g, "cuda") for g in groups] + [on(groups[0][:1], "cuda")])
+        == [
+            [on(g, "cuda") for g in groups],  # one process for both cohorts
+            [on(groups[0][:1], "cuda")],  # a run alone keeps its own
+        ]
+    )
+    assert one_process_per_device(groups) == [[g] for g in groups]  # on a CPU, a process per cohort
+    # what that one process does, here on the CPU: both cohorts taking steps in turn, each run as alone
+    outcomes = execute_groups([[r.model_dump(mode="json") for r in g] for g in groups], str(tmp_path))
+    ref = table(reference)
+    for r, o in zip([r for g in groups for r in g], outcomes):
+        assert o["result"]["run_id"] == r.run_id
+        rows = ref[ref.run_id == r.run_id]
+        assert len(rows) == 1
+        for _, row in rows.iterrows():
+            assert abs(o["result"]["accuracy"][row.target_op] - row.accuracy) <= 0.02
+
+
 def test_sigkill_part_way_then_resume(tmp_path, reference):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "jointtask.cli", "sweep", str(SMOKE), "--out", str(out), "--workers", "2"]
