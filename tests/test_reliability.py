@@ -138,6 +138,12 @@ def test_path_and_resource_errors_are_one_line(tmp_path):
     assert not (tmp_path / "w").exists()
 
 
+def test_usage_errors_are_one_line():
+    one_line_error(run_cli("nonsense"), "No such command")
+    one_line_error(run_cli("sweep", "--bogus"), "No such option: --bogus")
+    one_line_error(run_cli("transition"), "Missing argument")
+
+
 def test_a_failed_train_can_be_retried_and_a_changed_config_is_never_resumed(tmp_path):
     run, short = tmp_path / "run", ("--set", "train.steps=40")
     one_line_error(

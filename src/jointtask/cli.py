@@ -360,14 +360,14 @@ def main(argv: list[str] | None = None) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # click usage errors and the like; anything else is our bug
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            print(f"error: {e.format_message()}", file=sys.stderr)
+        # by class name: typer may raise the exceptions of a click of its own, not the installed one
+        kinds = {c.__name__ for c in type(e).__mro__}
+        if "Exit" in kinds:
+            sys.exit(getattr(e, "exit_code", 0))
+        if "ClickException" in kinds:
+            print(f"error: {e.format_message()}", file=sys.stderr)  # pyright: ignore[reportAttributeAccessIssue]
             sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
+        if "Abort" in kinds:
             sys.exit(1)
         print(f"internal error: {type(e).__name__}: {e} (traceback in {_log_traceback(e)})", file=sys.stderr)
         sys.exit(3)
