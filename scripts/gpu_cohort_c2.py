@@ -1,12 +1,14 @@
 """Runs per GPU-hour for the C2 grid at mod 20, in cohorts and with one process per run.
 
-    python scripts/gpu_cohort_c2.py --out runs/gpu-c2 [--minutes 2] [--solo-workers 12]
+    python scripts/gpu_cohort_c2.py --out runs/gpu-c2 [--minutes 2] [--solo-workers 12] [--finish-minutes 6]
 
 The grid: ADD and ADD+MAX+MED, ListOps mod 20, depth 1, widths 8-96 (6, log-spaced), 8 seeds,
 5,000 steps. Each way of running it (`jointtask sweep --cohort-size 64`: one process trains the
 six cohorts; and `--cohort-size 1` with one process per run) gets the same wall-clock budget,
 set-up included (each way builds its data); the work done in it is the finished runs plus the
-evaluated fraction of the unfinished ones. Writes OUT/gpu_cohort_c2.json.
+evaluated fraction of the unfinished ones. Writes OUT/gpu_cohort_c2.json. With --finish-minutes,
+the cohort sweep then resumes to the end of the grid (within that budget) and is analysed: the
+grid is the C2 design at mod 20 with 8 seeds, so OUT/cohorts/report holds a C2 result.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=2.0, help="wall-clock budget for each way")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--solo-workers", type=int, default=12, help="processes sharing the GPU, one run each")
+    ap.add_argument("--finish-minutes", type=float, default=0.0, help="then finish the cohort sweep and analyse it")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     exp = args.out / "gpu-c2.toml"
@@ -106,6 +109,11 @@ def main() -> None:
         res["cohorts"]["runs_per_gpu_hour"],
         res["solo"]["runs_per_gpu_hour"],
     )
+    if args.finish_minutes > 0:
+        done = timed_sweep(exp, args.out / "cohorts", args.finish_minutes, args.device, 64, 1)
+        print("finishing the grid:", json.dumps(done))
+        if done["exit"] == 0:
+            subprocess.run([sys.executable, "-m", "jointtask.cli", "analyze", str(args.out / "cohorts")], check=True)
 
 
 if __name__ == "__main__":
