@@ -129,7 +129,9 @@ class Cohort:
     optimiser is a dozen elementwise ops over the whole cohort, not a dozen per weight. On CUDA a
     step's batch has a fixed shape (padded to the longest training example) and the step, from the
     gather of its batch to the AdamW update, is captured once as a CUDA graph and replayed: a
-    step of small models is a few hundred kernel launches, and a replay is one."""
+    step of small models is a few hundred kernel launches, and a replay is one. A step is
+    `launch`ed on the cohort's own stream and `collect`ed, so that several cohorts in one process
+    overlap on one GPU (`train_cohort`)."""
 
     fixed_shapes_on: tuple[str, ...] = ("cuda",)  # device types whose steps have fixed shapes (graphs: CUDA only)
     warmup = 2  # eager steps before capture (on a side stream, as CUDA graph capture requires)
