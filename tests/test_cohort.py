@@ -63,6 +63,23 @@ def test_stacked_linear_gradients_hold_with_tokens_cut_into_pieces(monkeypatch):
         monkeypatch.undo()
 
 
+def test_a_cohort_evaluates_its_runs_at_once_as_each_evaluates_alone(tmp_path):
+    from jointtask.train.loop import Run, evaluate
+
+    variants = (["task.ops=['ADD','MAX']", "seed=0"], ["task.ops=['MAX','MIN']", "seed=1", "data.eval_count=25"])
+    runs = [Run(load_config(MAX10, SMALL + v), tmp_path / str(i)) for i, v in enumerate(variants)]
+    cohort = Cohort(runs)
+    for _ in range(40):
+        cohort.step()
+        for r in runs:
+            r.state["step"] += 1
+    for k in range(2):
+        cohort.sync(k)
+    alone = [evaluate(r.model, r.data.validation_sets, r.data, "cpu") for r in runs]
+    assert cohort.evaluate([1, 0]) == alone[::-1] and cohort.evaluate([]) == []
+    assert set(alone[0]) == {"ADD", "MAX", "mixture"} and 0 < alone[1]["MAX"] < 1  # partly learned: a real check
+
+
 def _strip(rows):
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
 

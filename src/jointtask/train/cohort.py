@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..tasks.families import PAD, Vocab
 from .config import RunConfig
+from .evaluate import count_correct, greedy_decode, max_new_tokens, prompts_of
 from .loop import Run, batch_indices, loss_starts, model_context, padded_loss_at, window_starts
 from .run_dir import RunResult
 
@@ -329,6 +330,38 @@ class Cohort:
         self.launch()
         return self.collect()
 
+    @torch.no_grad()
+    def evaluate(self, ks: list[int]) -> list[dict[str, float]]:
+        """Validation accuracy of runs `ks` (a list of dicts, as `evaluate` gives alone): every
+        set of every run greedily decoded in one batch through the stacked weights, as one run
+        alone decodes its own (one small model's decoding is launch-bound too)."""
+        if not ks:
+            return []
+        sets = [list(self.runs[k].data.validation_sets.items()) for k in ks]
+        per_run = [[p for _, es in named for p in prompts_of(es)] for named in sets]
+        limits = [[max_new_tokens(es) for _, es in named for _ in range(len(es))] for named in sets]
+        N, K = max(len(p) for p in per_run), len(ks)
+        prompts = [p for ps in per_run for p in ps + [np.array([PAD])] * (N - len(ps))]  # [K * N]
+        max_new = np.array([m for ms in limits for m in ms + [1] * (N - len(ms))])
+        sub = {n: w[torch.tensor(ks, device=self.device)] for n, w in self.params.items()}
+        c = self.cfg
+
+        def next_logits(ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:  # ids [K*N, t], last [K*N]
+            t = ids.shape[1]
+            at = torch.arange(N, device=ids.device) * t + last.view(K, N)  # [K, N] into each run's N * t
+            return stacked_forward(sub, ids.view(K, N, t), at, c.heads, c.blocks, c.recurrence).flatten(0, 1)
+
+        out = greedy_decode(next_logits, prompts, max_new, self.runs[0].model.max_len, self.device)
+        accuracies = []
+        for i, named in enumerate(sets):
+            acc, start = {}, i * N
+            for name, es in named:
+                right = count_correct(es, self.runs[ks[i]].data.vocab, out[start : start + len(es)])
+                acc[name] = right / len(es) if len(es) else float("nan")
+                start += len(es)
+            accuracies.append(acc)
+        return accuracies
+
     def sync(self, k: int) -> None:
         """Write run k's weights and AdamW state into its own model and optimiser (for its
         evaluation, checkpoint and result, which are the same as alone)."""
@@ -383,8 +416,12 @@ def train_cohort(
         t1 = time.perf_counter()
         share = (t1 - t0) / sum(len(c.runs) for c in live)  # each run's part of the round's time
         for cohort, (losses, n_tokens) in zip(live, stepped):
+            due = [k for k, r in enumerate(cohort.runs) if r.evaluates_at(r.step + 1)]
+            held = dict(zip(due, cohort.evaluate(due)))
             for k, r in enumerate(cohort.runs):
-                r.after_step(losses[k], n_tokens[k], share, sync=lambda c=cohort, k=k: c.sync(k))
+                r.after_step(
+                    losses[k], n_tokens[k], share, sync=lambda c=cohort, k=k: c.sync(k), validation=held.get(k)
+                )
         rounds, stepping, booking = rounds + 1, stepping + t1 - t0, booking + time.perf_counter() - t1
         going = []
         for cohort in live:

@@ -347,12 +347,24 @@ class Run:
         idx = batch_indices(self.cfg.seed, self.step, len(self.data.train), t.batch_size)
         return make_batch(self.data.train, idx, t.loss_on, self.device, t.pack)
 
+    def evaluates_at(self, step: int) -> bool:
+        """Whether the run evaluates on validation once it has taken `step` steps."""
+        return step % self.cfg.train.eval_every == 0 or step == self.cfg.train.steps
+
     def after_step(
-        self, loss: float, n_tokens: int, seconds: float, progress=None, sync=None, checkpoint: bool = False
+        self,
+        loss: float,
+        n_tokens: int,
+        seconds: float,
+        progress=None,
+        sync=None,
+        checkpoint: bool = False,
+        validation: dict[str, float] | None = None,
     ) -> None:
         """Book one optimisation step: evaluate on validation, decide early stopping, checkpoint
         when due (or when `checkpoint`). `sync()` first brings the model and optimiser up to date
-        (a cohort keeps them elsewhere between evaluations)."""
+        (a cohort keeps them elsewhere between evaluations); `validation` is this step's
+        validation accuracy when the caller measured it (a cohort, for all its runs at once)."""
         t, state = self.cfg.train, self.state
         lr = self.lr()
         state["train_seconds"] += seconds
@@ -364,12 +376,12 @@ class Run:
         if progress:
             progress.advance(state["step"], loss)
         last = state["step"] == t.steps
-        evaluate_now = state["step"] % t.eval_every == 0 or last
+        evaluate_now = self.evaluates_at(state["step"])
         checkpoint = checkpoint or last or state["step"] % t.checkpoint_every == 0
         if sync and (evaluate_now or checkpoint):
             sync()
         if evaluate_now:
-            held = evaluate(self.model, self.data.validation_sets, self.data, self.device)  # never the test sets
+            held = validation or evaluate(self.model, self.data.validation_sets, self.data, self.device)  # never test
             row = {
                 "step": state["step"],
                 "tokens_seen": state["tokens_seen"],
