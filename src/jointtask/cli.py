@@ -80,7 +80,9 @@ def sweep(
     out: Path = typer.Option(..., help="sweep directory"),
     backend: str = typer.Option("local", help="local or ray"),
     address: Optional[str] = typer.Option(None, help="Ray cluster address HOST:PORT (ray backend)"),
-    workers: Optional[int] = typer.Option(None, help="parallel runs (default: one per core)"),
+    workers: Optional[int] = typer.Option(
+        None, help="parallel processes (default: one per core); on CUDA the cohorts of a GPU share one"
+    ),
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set base.train.steps=100"),
     adaptive: bool = typer.Option(False, help="locate each transition with an adaptive width search"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (sets base.train.device)"),

@@ -111,6 +111,14 @@ CLAIMS = [
     Claim(
         "C3",
         "ADD+PROD (n=20) lowers ADD's transition ~3.6x",
+        "cpu-c3c5",
+        "mod 10 analogue, depth 1",
+        "jointtask sweep experiments/cpu/c3c5.toml --out runs/cpu-c3c5",
+        mixture="ADD+PROD",
+    ),
+    Claim(
+        "C3",
+        "ADD+PROD (n=20) lowers ADD's transition ~3.6x",
         "cpu-add-prod-mod10",
         "mod 10 analogue",
         "jointtask sweep experiments/cpu/add-prod-mod10.toml --out runs/cpu-add-prod-mod10",
@@ -131,6 +139,15 @@ CLAIMS = [
         "mod 11 analogue",
         "jointtask sweep experiments/cpu/add-prod-mod11.toml --out runs/cpu-add-prod-mod11",
         mixture="ADD+PROD",
+        expects="no benefit",
+    ),
+    Claim(
+        "C5",
+        "ADD+NADD: no benefit",
+        "cpu-c3c5",
+        "mod 10, depth 1",
+        "jointtask sweep experiments/cpu/c3c5.toml --out runs/cpu-c3c5",
+        mixture="ADD+NADD",
         expects="no benefit",
     ),
     Claim(
