@@ -2,10 +2,11 @@
 
     executor.map(work, runs_dir) -> iterator of (run, outcome, exception), in completion order
 
-`work` lists what each worker process trains: a list of groups, each one run, or a cohort of runs
-of one shape trained as one computation (runner.cohorts, runner.one_process_per_device). `local` is a process pool on this machine (one torch thread per worker); `ray`
-hands each group to a Ray cluster as a task that declares one CPU (and a whole GPU for a cohort
-on CUDA), retried a bounded number of times.
+`work` lists what each worker process trains: a list of groups, each one run, or a cohort of
+runs of one shape trained as one computation (runner.cohorts; on one machine the cohorts of a GPU
+share one process, runner.one_process_per_device). `local` is a process pool on this machine (one
+torch thread per worker); `ray` hands each item of work to a Ray cluster as a task that declares
+one CPU (and a whole GPU for cohorts on CUDA), retried a bounded number of times.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .runner import die_with_parent, execute_groups
 
 
 class LocalExecutor:
+    local = True  # its workers share this machine's devices
+
     def __init__(self, workers: int | None = None):
         self.workers = workers or os.cpu_count() or 1
 

@@ -258,7 +258,8 @@ def run_sweep(
         if cohort_size is None:
             cohort_size = default_cohort_size(runs[0].config.train.device if runs else "cpu")
         groups, notes = cohorts(todo, cohort_size)
-        work = one_process_per_device(groups)
+        # on one machine, a GPU's cohorts share a process; on a cluster each cohort may take a GPU of its own
+        work = one_process_per_device(groups) if getattr(executor, "local", False) else [[g] for g in groups]
         summary = {"done": 0, "failed": 0, "skipped": len(runs) - len(todo), "failures": [], "cohorts": notes}
         if progress:
             progress.start(runs, runs_dir)
