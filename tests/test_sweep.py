@@ -111,6 +111,12 @@ def test_the_cohorts_of_one_cuda_device_train_in_one_process_each_as_alone(tmp_p
         ]
     )
     assert one_process_per_device(groups) == [[g] for g in groups]  # on a CPU, a process per cohort
+    from jointtask.train.cohort import run_memory
+
+    cuda = [on(g, "cuda") for g in groups]
+    both = sum(run_memory(r.config) for g in cuda for r in g)
+    assert one_process_per_device(cuda, free_bytes=2 * both) == [cuda]  # both fit half the memory
+    assert one_process_per_device(cuda, free_bytes=2 * both - 2) == [[g] for g in cuda]  # one at a time
     # what that one process does, here on the CPU: both cohorts taking steps in turn, each run as alone
     outcomes = execute_groups([[r.model_dump(mode="json") for r in g] for g in groups], str(tmp_path))
     ref = table(reference)

@@ -133,19 +133,32 @@ def cohorts(runs: list[PlannedRun], size: int) -> tuple[list[list[PlannedRun]], 
     return groups, notes
 
 
-def one_process_per_device(groups: list[list[PlannedRun]]) -> list[list[list[PlannedRun]]]:
-    """What each worker process trains: the cohorts on one CUDA device all in one process (taking
-    steps in turn on their own streams, the GPU overlaps them; processes would share it by time
-    slices), every other group in a process of its own."""
-    per_device: dict[str, list[list[PlannedRun]]] = {}
-    alone = []
+def one_process_per_device(
+    groups: list[list[PlannedRun]], free_bytes: int | None = None
+) -> list[list[list[PlannedRun]]]:
+    """What each worker process trains: the cohorts on one CUDA device together in one process
+    (taking steps in turn on their own streams, the GPU overlaps them; processes would share it
+    by time slices), as many at a time as fit half the device's free memory; every other group
+    in a process of its own."""
+    from ..train.cohort import free_memory, run_memory
+
+    per_device: dict[str, list[list[list[PlannedRun]]]] = {}
+    alone, used, budget = [], {}, {}
     for g in groups:
         device = g[0].config.train.device
         if len(g) > 1 and device.startswith("cuda"):
-            per_device.setdefault(device, []).append(g)
+            units = per_device.setdefault(device, [])
+            if device not in budget:
+                budget[device] = (free_memory(device) if free_bytes is None else free_bytes) // 2
+            need = sum(run_memory(r.config) for r in g)
+            if not units or used[device] + need > budget[device]:
+                units.append([])
+                used[device] = 0
+            units[-1].append(g)
+            used[device] += need
         else:
             alone.append([g])
-    return list(per_device.values()) + alone
+    return [u for units in per_device.values() for u in units] + alone
 
 
 def default_cohort_size(device: str) -> int:

@@ -21,6 +21,7 @@ default cohort size is 1 there; see `jointtask bench --cohort`.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -459,18 +460,25 @@ def cohort_memory(cfg: RunConfig, vocab: int, context: int) -> int:
     return int(4 * (4 * params + acts) + 8 * tokens)
 
 
+def free_memory(device: str) -> int:
+    """Bytes free on the device (CUDA), or in this machine's memory."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_memory(cfg: RunConfig) -> int:
+    """Bytes one run of `cfg` needs in a cohort (`cohort_memory`)."""
+    vocab, ctx = shape_of(cfg)[1:3]
+    return cohort_memory(cfg, vocab, ctx)
+
+
 def fit_cohort_size(cfg: RunConfig, wanted: int, free_bytes: int | None = None) -> tuple[int, str]:
     """The largest cohort size up to `wanted` whose runs fit in half the device's free memory,
     and a sentence saying why."""
-    vocab, ctx = shape_of(cfg)[1:3]
-    need = cohort_memory(cfg, vocab, ctx)
+    need = run_memory(cfg)
     if free_bytes is None:
-        if cfg.train.device.startswith("cuda") and torch.cuda.is_available():
-            free_bytes = torch.cuda.mem_get_info(torch.device(cfg.train.device))[0]
-        else:
-            import os
-
-            free_bytes = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        free_bytes = free_memory(cfg.train.device)
     k = max(1, min(wanted, int(free_bytes // 2 // max(need, 1))))
     why = (
         f"cohort size {k}"
