@@ -102,6 +102,17 @@ def test_transfer_experiment_starts_from_pretrained_weights(tmp_path):
     dc = collect(tmp_path / "c")
     assert list(dc.run_id) == list(df.run_id) and (dc.steps == df.steps).all()
     assert (dc.accuracy - df.accuracy).abs().max() <= 0.02
+    # two fine-tuning runs that share a pretraining run, in two cohorts of one process: it trains once
+    from jointtask.fileio import read_jsonl
+    from jointtask.sweep.experiment import plan
+    from jointtask.sweep.runner import execute_groups
+
+    two = {**exp.sweep.model_dump(), "mixtures": ["MIN", "MIN+MED"], "targets": ["MIN"]}
+    ft = [r for r in plan(exp.model_copy(update={"sweep": type(exp.sweep).model_validate(two)})) if r.pretrain]
+    assert len(ft) == 2 and ft[0].pretrain and ft[1].pretrain and ft[0].pretrain.run_id == ft[1].pretrain.run_id
+    execute_groups([[ft[0].model_dump(mode="json")], [ft[1].model_dump(mode="json")]], str(tmp_path / "two"))
+    steps = [r["step"] for r in read_jsonl(tmp_path / "two" / ft[0].pretrain.run_id / "metrics.jsonl")]
+    assert steps == sorted(set(steps)) and steps[-1] == 40
 
 
 def test_adaptive_search_runs_fewer_widths(tmp_path):

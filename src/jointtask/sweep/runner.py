@@ -94,7 +94,11 @@ def execute_groups(groups: list[list[dict]], runs_dir: str, ship_files: bool = F
 
     planned = [[PlannedRun.model_validate(r) for r in g] for g in groups]
     root = Path(runs_dir)
-    pre = [list({p.pretrain.run_id: p.pretrain for p in g if p.pretrain is not None}.values()) for g in planned]
+    pre, seen = [], set()  # each pretraining run once, in the cohort of its first fine-tuning run
+    for g in planned:
+        firsts = {p.pretrain.run_id: p.pretrain for p in g if p.pretrain and p.pretrain.run_id not in seen}
+        seen |= set(firsts)
+        pre.append(list(firsts.values()))
     for stage in (pre, planned):
         todo = [g for g in stage if g]
         flat = [p for g in todo for p in g]
