@@ -112,6 +112,26 @@ def test_packed_rows_compute_the_same_loss_as_padded_examples():
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+@pytest.mark.parametrize("blocks,rec", [(1, 4), (2, 2)])
+def test_outputs_at_some_tokens_equal_the_full_outputs_there(blocks, rec):
+    """`at` computes the last pass after attention only at the asked tokens: same values and
+    the same weight gradients as computing every token and picking those."""
+    torch.manual_seed(0)
+    m = LoopedTransformer(ModelConfig(width=16, blocks=blocks, recurrence=rec), 20, 12)
+    x = torch.randint(0, 20, (3, 12))
+    at = torch.tensor([0, 5, 11, 17, 30, 35])
+    outs, grads = [], []
+    for sub in (lambda: m.residual(x, at=at), lambda: m.residual(x).reshape(-1, 16)[at]):
+        m.zero_grad()
+        h = sub()
+        (h * torch.arange(16.0)).sum().backward()
+        outs.append(h.detach())
+        grads.append(torch.cat([p.grad.flatten() for n, p in m.named_parameters() if n != "head.weight"]))
+    assert outs[0].shape == (6, 16)
+    assert torch.allclose(outs[0], outs[1], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 150), min_size=1, max_size=80), st.sampled_from([8, 16, 32, 64]))
 def test_packed_rows_hold_every_example_once_without_overlap(lengths, pack):

@@ -13,6 +13,8 @@ applications (0 .. blocks*recurrence-1); weights are shared between passes, hook
     passes.{p}.hook_attn_out            attention output, before the add   [B, T, d]
     passes.{p}.hook_mlp_out             MLP output, before the add          [B, T, d]
     passes.{p}.hook_resid_post          the residual stream after pass p    [B, T, d]
+(Packed batches have [N, d] in place of [B, T, d]. When only some tokens' outputs are asked for,
+as in training and decoding, the last pass's three hooks after attention see only those.)
 Attention runs through `F.scaled_dot_product_attention`, which never forms the pattern; it is
 formed (and hook_pattern called) only inside a `hooks(...)` block that names a pattern hook.
 """
@@ -83,15 +85,23 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return y.transpose(1, 2).reshape(B, T, C3 // 3)
 
-    def forward(self, x, packing: Packing | None = None, pattern: HookPoint | None = None):
+    def forward(
+        self, x, packing: Packing | None = None, pattern: HookPoint | None = None, at: torch.Tensor | None = None
+    ):  # x [B, T, d] or packed [N, d] -> the same; with `at`, [len(at), d]
         qkv = self.qkv(x)
-        if packing is None:  # x [B, T, d]
-            return self.proj(self.attend(qkv, pattern=pattern))
-        out, start = [], 0  # x flat [N, d]: each group of rows attends on its own, masked
-        for rows, T, mask in zip(packing.row_counts, packing.row_lengths, packing.masks):
-            out.append(self.attend(qkv[start : start + rows * T].view(rows, T, -1), mask, pattern).view(rows * T, -1))
-            start += rows * T
-        return self.proj(out[0] if len(out) == 1 else torch.cat(out))
+        if packing is None:
+            y = self.attend(qkv, pattern=pattern)
+        else:  # each group of rows attends on its own, masked
+            out, start = [], 0
+            for rows, T, mask in zip(packing.row_counts, packing.row_lengths, packing.masks):
+                out.append(
+                    self.attend(qkv[start : start + rows * T].view(rows, T, -1), mask, pattern).view(rows * T, -1)
+                )
+                start += rows * T
+            y = out[0] if len(out) == 1 else torch.cat(out)
+        if at is not None:
+            y = y.reshape(-1, y.shape[-1]).index_select(0, at)
+        return self.proj(y)
 
 
 class MLP(nn.Module):
@@ -125,9 +135,19 @@ class Block(nn.Module):
         self.ln_mlp = nn.LayerNorm(cfg.width)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, hooks: PassHooks, packing: Packing | None = None, pattern: bool = False):
+    def forward(
+        self,
+        x,
+        hooks: PassHooks,
+        packing: Packing | None = None,
+        pattern: bool = False,
+        at: torch.Tensor | None = None,
+    ):  # x [B, T, d] or packed [N, d] -> the same; with `at` (flat token indices), [len(at), d]
         x = hooks.hook_resid_pre(x)
-        x = x + hooks.hook_attn_out(self.attn(self.ln_attn(x), packing, hooks.attn.hook_pattern if pattern else None))
+        a = self.attn(self.ln_attn(x), packing, hooks.attn.hook_pattern if pattern else None, at)
+        if at is not None:  # every token's keys were needed above; from here on only these tokens
+            x = x.reshape(-1, x.shape[-1]).index_select(0, at)
+        x = x + hooks.hook_attn_out(a)
         x = x + hooks.hook_mlp_out(self.mlp(self.ln_mlp(x)))
         return hooks.hook_resid_post(x)
 
@@ -171,17 +191,19 @@ class LoopedTransformer(nn.Module):
     ) -> torch.Tensor:
         """The final residual stream after LayerNorm: [B, T, d] for [B, T] ids, or [N, d] for
         packed examples (flat [N] ids, `pos` the position of each token in its example).
-        With `at` (flat token indices into B * T or N), only those tokens: [len(at), d]."""
+        With `at` (flat token indices into B * T or N), only those tokens: [len(at), d]. Then
+        the last pass computes only them after its attention (no later pass needs the others),
+        so that pass's hook_attn_out, hook_mlp_out and hook_resid_post see [len(at), d]."""
         T = idx.shape[-1]
         if pos is None:
             if T > self.max_len:
                 raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.max_len}")
             pos = torch.arange(T, device=idx.device)
         x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
+        last = len(self.passes) - 1
         for p, hooks in enumerate(self.passes):
-            x = self.blocks[p % len(self.blocks)](x, hooks, packing, self._pattern)
-        x = self.ln_final(x)
-        return x if at is None else x.reshape(-1, x.shape[-1]).index_select(0, at)
+            x = self.blocks[p % len(self.blocks)](x, hooks, packing, self._pattern, at if p == last else None)
+        return self.ln_final(x)
 
     def forward(self, idx: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """[B, T] ids -> [B, T, vocab] logits; with `at` (flat token indices), [len(at), vocab]."""

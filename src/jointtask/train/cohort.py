@@ -99,12 +99,15 @@ def stacked_forward(
     d = x.shape[-1]
     hs = d // heads
     x = x.view(K, B * T, d)
-    for step in range(blocks * recurrence):
+    last = blocks * recurrence - 1
+    for step in range(last + 1):
         n = f"blocks.{step % blocks}."
         h = _layer_norm(x, p[n + "ln_attn.weight"], p[n + "ln_attn.bias"])
         qkv = _linear(h, p[n + "attn.qkv.weight"], p[n + "attn.qkv.bias"])  # [K, B*T, 3d]
         q, k, v = (t.reshape(K * B, T, heads, hs).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # [K*B, h, T, hs]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(K, B * T, d)
+        if step == last:  # as LoopedTransformer.residual: after the last attention, only the tokens at `at`
+            y, x = (torch.gather(t, 1, at.unsqueeze(-1).expand(-1, -1, d)) for t in (y, x))  # [K, A, d]
         x = x + _linear(y, p[n + "attn.proj.weight"], p[n + "attn.proj.bias"])
         h = _layer_norm(x, p[n + "ln_mlp.weight"], p[n + "ln_mlp.bias"])
         x = x + _linear(
@@ -112,9 +115,7 @@ def stacked_forward(
             p[n + "mlp.out.weight"],
             p[n + "mlp.out.bias"],
         )
-    x = _layer_norm(x, p["ln_final.weight"], p["ln_final.bias"])
-    x = torch.gather(x, 1, at.unsqueeze(-1).expand(-1, -1, d))  # [K, A, d]: the head only where the loss is
-    return _linear(x, p["head.weight"])
+    return _linear(_layer_norm(x, p["ln_final.weight"], p["ln_final.bias"]), p["head.weight"])
 
 
 def _grad(p: torch.Tensor) -> torch.Tensor:

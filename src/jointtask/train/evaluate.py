@@ -13,7 +13,9 @@ from ..tasks.families import EOS, PAD, Vocab
 
 def next_logits_of(model) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The model's logits [n, vocab] for ids [n, t] at positions `last` [n]."""
-    return lambda ids, last: model.head(model.residual(ids)[torch.arange(len(ids), device=ids.device), last])
+    return lambda ids, last: model.head(
+        model.residual(ids, at=torch.arange(len(ids), device=ids.device) * ids.shape[1] + last)
+    )
 
 
 @torch.no_grad()
