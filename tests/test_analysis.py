@@ -5,7 +5,15 @@ import pytest
 
 from jointtask.analysis.embeddings import embedding_structure, separation
 from jointtask.analysis.calibration import calibrate, design_sizes, simulate
-from jointtask.analysis.transition import DesignError, fit_transition, joint_benefit, logistic, verdict
+from jointtask.analysis.transition import (
+    DesignError,
+    Estimate,
+    Transition,
+    fit_transition,
+    joint_benefit,
+    logistic,
+    verdict,
+)
 from jointtask.tasks import TaskConfig
 
 from .conftest import run_cli
@@ -89,6 +97,27 @@ def test_joint_benefit_ratio_and_bounds():
     never = fit_transition(*planted(5e8, seeds=3), n_boot=30)
     bound = joint_benefit(never, j)
     assert bound["kind"] == "lower" and bound["ratio"] == pytest.approx(WIDTH_PARAMS[-1] / j.pstar.value)
+
+
+def _curve(boot_log_pstar: np.ndarray, sizes=(1e3, 2e4)) -> Transition:
+    """A fitted curve reduced to what a ratio reads: its estimate and its bootstrap replicates."""
+    est = Estimate(None, "above", *sizes)
+    return Transition(est, est, (None, None), (None, None), np.array(sizes), 40, 8, boot_log_pstar, boot_log_pstar)
+
+
+def test_replicates_censored_on_both_sides_widen_a_ratio_interval_instead_of_dropping_out():
+    """Alone: learned at 10k in 80% of replicates, censored above in 20%; joint: censored above
+    in 90%. Dropping the pairs where both are censored left an upper end near 1 (a 'harm' that
+    came and went with the replicate count); each such pair can be any ratio, so the upper end is open."""
+    n = 1000
+    alone = _curve(np.where(np.arange(n) < 0.8 * n, np.log(1e4), np.inf))
+    joint = _curve(np.where(np.arange(n) < 0.1 * n, np.log(1e4), np.inf))
+    r = joint_benefit(alone, joint)
+    assert r["ci_high"] is None and r["verdict"] == "inconclusive"
+    # a censored replicate is a bound, not nothing: alone always censored above (> 20k), joint
+    # always at 5k, so every replicate says the ratio exceeds 4
+    r = joint_benefit(_curve(np.full(n, np.inf)), _curve(np.full(n, np.log(5e3))))
+    assert r["ci_low"] == pytest.approx(4.0) and r["ci_high"] is None and r["verdict"] == "benefit"
 
 
 @pytest.mark.parametrize(
@@ -184,6 +213,10 @@ def test_ratios_cli_from_a_results_table(tmp_path):
     assert sorted(trans.mixture) == ["ADD", "ADD+MAX"]
     row = ratios.iloc[0]
     assert row.mixture == "ADD+MAX" and 4 < row.ratio < 6.5 and row.verdict == "benefit"
+    r = run_cli("ratios", f, "--n-boot", "60", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "ratios.csv").equals(ratios)
+    assert pd.read_csv(tmp_path / "transitions.csv").equals(trans)
     pd.DataFrame(rows).drop(columns="seed").to_csv(f, index=False)
     r = run_cli("ratios", f)
     assert r.returncode == 2 and "seed" in r.stderr and "Traceback" not in r.stderr

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 
+from .analysis.transition import N_BOOT
 from .errors import UserError
 
 app = typer.Typer(
@@ -167,7 +168,7 @@ def status(sweep_dir: Path = typer.Argument(...), json_: bool = typer.Option(Fal
 @app.command()
 def transition(
     points: Path = typer.Argument(..., help="CSV with columns params,accuracy,seed (3+ widths, 3+ seeds)"),
-    n_boot: int = typer.Option(1000, help="bootstrap replicates"),
+    n_boot: int = typer.Option(N_BOOT, help="bootstrap replicates"),
     frac: float = typer.Option(0.8, help="P* is where the fit reaches frac x its asymptote"),
     learned_floor: float = typer.Option(0.8, help="an asymptote below this means no transition"),
     success: float = typer.Option(0.8, help="a run succeeds (P50 view) when its accuracy reaches this"),
@@ -220,24 +221,36 @@ def _read_table(path: Path, columns: set[str]):
 @app.command()
 def ratios(
     results: Path = typer.Argument(..., help="a results.csv that `analyze` wrote (one row per run and target op)"),
-    n_boot: int = typer.Option(1000, help="bootstrap replicates per transition"),
+    n_boot: int = typer.Option(N_BOOT, help="bootstrap replicates per transition"),
+    out: Optional[Path] = typer.Option(None, help="write transitions.csv and ratios.csv in this directory"),
 ):
     """Transitions and joint-benefit ratios from a results table alone (no run directories
-    needed); prints both tables as CSV."""
+    needed); prints both tables as CSV, or writes them with --out."""
     from .analysis.tables import budgets_of, transitions
     from .analysis.tables import ratios as ratio_table
+    from .fileio import atomic_write_text
 
     df = _read_table(results, {"mixture", "target_op", "params", "accuracy", "seed", "width"})
     trans, fits = transitions(df, n_boot=n_boot)
-    typer.echo(trans.to_csv(index=False))
-    typer.echo(ratio_table(fits, budgets_of(df)).to_csv(index=False))
+    tables = {
+        "transitions.csv": trans.to_csv(index=False),
+        "ratios.csv": ratio_table(fits, budgets_of(df)).to_csv(index=False),
+    }
+    if out is None:
+        typer.echo("\n".join(tables.values()))
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is not a directory")
+    for name, text in tables.items():
+        atomic_write_text(out / name, text)
+        typer.echo(f"wrote {out / name}")
 
 
 @app.command()
 def claims(
     dirs: List[Path] = typer.Argument(..., help="result directories holding results.csv (e.g. docs/results/*)"),
     format: str = typer.Option("md", help="md or csv"),
-    n_boot: int = typer.Option(1000, help="bootstrap replicates per transition"),
+    n_boot: int = typer.Option(N_BOOT, help="bootstrap replicates per transition"),
 ):
     """The paper's claims against result tables: ours with 95% interval, design, verdict, command."""
     from .analysis.claims import claims_table
@@ -248,7 +261,7 @@ def claims(
 @app.command()
 def analyze(
     sweep_dir: Path = typer.Argument(...),
-    n_boot: int = typer.Option(1000, help="bootstrap replicates per transition"),
+    n_boot: int = typer.Option(N_BOOT, help="bootstrap replicates per transition"),
     width: Optional[int] = typer.Option(None, help="width of the runs used for embeddings and ablations"),
 ):
     """Write SWEEP_DIR/report/index.html with figures and CSV tables."""

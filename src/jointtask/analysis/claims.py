@@ -20,9 +20,10 @@ import pandas as pd
 
 from ..errors import UserError
 from .tables import transitions
-from .transition import joint_benefit
+from .transition import N_BOOT, joint_benefit
 
 MIN_SEEDS, MIN_WIDTHS = 8, 5
+DIFFICULTY_OPS = ["ADD", "MAX", "MED"]  # C1: ADD against the easy ops, each trained alone
 
 
 def fmt_num(v) -> str:
@@ -78,21 +79,6 @@ CLAIMS = [
         "jointtask sweep experiments/cpu/c1.toml --out runs/cpu-c1",
     ),
     Claim(
-        "C1",
-        "MAX, MIN, MED easy; ADD hardest",
-        "cpu-claims",
-        "mod 10, depth 1",
-        "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",
-    ),
-    Claim(
-        "C2",
-        "ADD+MAX+MED lowers ADD's transition 2-7x",
-        "cpu-claims",
-        "mod 10, depth 1, equal steps",
-        "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",
-        mixture="ADD+MAX+MED",
-    ),
-    Claim(
         "C2",
         "ADD+MAX+MED lowers ADD's transition 2-7x",
         "cpu-exposure",
@@ -114,14 +100,6 @@ CLAIMS = [
         "cpu-c3c5",
         "mod 10 analogue, depth 1",
         "jointtask sweep experiments/cpu/c3c5.toml --out runs/cpu-c3c5",
-        mixture="ADD+PROD",
-    ),
-    Claim(
-        "C3",
-        "ADD+PROD (n=20) lowers ADD's transition ~3.6x",
-        "cpu-add-prod-mod10",
-        "mod 10 analogue",
-        "jointtask sweep experiments/cpu/add-prod-mod10.toml --out runs/cpu-add-prod-mod10",
         mixture="ADD+PROD",
     ),
     Claim(
@@ -151,31 +129,11 @@ CLAIMS = [
         expects="no benefit",
     ),
     Claim(
-        "C5",
-        "ADD+NADD: no benefit",
-        "cpu-claims",
-        "mod 10, depth 1",
-        "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",
-        mixture="ADD+NADD",
-        expects="no benefit",
-    ),
-    Claim(
         "C6",
         "shuffled ADD with easy ops: no benefit",
         "cpu-c6",
         "mod 10, depth 1",
         "jointtask sweep experiments/cpu/c6.toml --out runs/cpu-c6",
-        target="SADD",
-        baseline="SADD",
-        mixture="SADD+MAX+MED",
-        expects="no benefit",
-    ),
-    Claim(
-        "C6",
-        "shuffled ADD with easy ops: no benefit",
-        "cpu-claims",
-        "mod 10, depth 1",
-        "jointtask sweep experiments/cpu/claims.toml --out runs/cpu-claims",
         target="SADD",
         baseline="SADD",
         mixture="SADD+MAX+MED",
@@ -254,33 +212,41 @@ def _claim_verdict(c: Claim, r: dict, decided: bool) -> str:
     return out
 
 
-def claim_rows(sources: dict[str, pd.DataFrame], n_boot: int = 1000) -> list[dict]:
-    """Every claim whose source is among `sources` (name -> results table)."""
-    rows = []
-    for c in CLAIMS:
-        if c.source in sources:
-            rows.append(claim_row(c, sources[c.source], n_boot))
-    return rows
-
-
-def claim_row(c: Claim, df: pd.DataFrame, n_boot: int = 1000) -> dict:
+def curves_of(c: Claim) -> list[tuple[str, str]]:
+    """The (mixture, target op) curves a claim compares."""
     if not c.mixture:
-        text, ours, verdict = _difficulty(df, n_boot)
+        return [(op, op) for op in DIFFICULTY_OPS]
+    return [(c.baseline, c.target), (c.mixture, c.target)]
+
+
+def claim_rows(sources: dict[str, pd.DataFrame], n_boot: int = N_BOOT, fits: dict | None = None) -> list[dict]:
+    """Every claim whose source is among `sources` (name -> results table). `fits` (name ->
+    `tables.transitions` fits of that table) spares refitting; each curve is fitted once."""
+    fits = dict(fits or {})
+    for name, df in sources.items():
+        if name not in fits:
+            wanted = {k for c in CLAIMS if c.source == name for k in curves_of(c)}
+            keep = [(m, op) in wanted for m, op in zip(df.mixture, df.target_op)]
+            fits[name] = transitions(df[keep], n_boot)[1]
+    return [claim_row(c, sources[c.source], fits[c.source]) for c in CLAIMS if c.source in sources]
+
+
+def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
+    """One claims-table row from a source's results table and its transition fits."""
+    curves = curves_of(c)
+    text, ok = design(df, curves)
+    if not all(k in fits for k in curves):
+        ours, verdict = "no fit (design too small)", "not decided"
+    elif not c.mixture:
+        ours, verdict = _difficulty({op: fits[(op, op)] for op in DIFFICULTY_OPS}, ok)
     else:
-        curves = [(c.baseline, c.target), (c.mixture, c.target)]
-        sub = df[df.mixture.isin([c.baseline, c.mixture]) & (df.target_op == c.target)]
-        _, fits = transitions(sub, n_boot)
-        text, ok = design(df, curves)
-        if not all(k in fits for k in curves):
-            ours, verdict = "no fit (design too small)", "not decided"
-        else:
-            r = joint_benefit(fits[curves[0]], fits[curves[1]])
-            ours = (
-                f"ratio P* {fmt_interval(r['ratio'], r['ci_low'], r['ci_high'], kind=r['kind'])}, "
-                f"P50 {fmt_interval(r['p50_ratio'], r['p50_ci_low'], r['p50_ci_high'], kind=r['p50_kind'])}; "
-                f"P*({c.target}) {_pstar(fits[curves[0]])} alone, {_pstar(fits[curves[1]])} in {c.mixture}"
-            )
-            verdict = _claim_verdict(c, r, ok)
+        r = joint_benefit(fits[curves[0]], fits[curves[1]])
+        ours = (
+            f"ratio P* {fmt_interval(r['ratio'], r['ci_low'], r['ci_high'], kind=r['kind'])}, "
+            f"P50 {fmt_interval(r['p50_ratio'], r['p50_ci_low'], r['p50_ci_high'], kind=r['p50_kind'])}; "
+            f"P*({c.target}) {_pstar(fits[curves[0]])} alone, {_pstar(fits[curves[1]])} in {c.mixture}"
+        )
+        verdict = _claim_verdict(c, r, ok)
     return {
         "claim": c.claim,
         "the paper": c.paper,
@@ -298,16 +264,9 @@ def _pstar(t) -> str:
     return fmt_interval(f.value, t.pstar_ci[0], t.pstar_ci[1], f.censored, f.p_min, f.p_max)
 
 
-def _difficulty(df: pd.DataFrame, n_boot: int) -> tuple[str, str, str]:
+def _difficulty(t: dict, decided: bool) -> tuple[str, str]:
     """C1: ADD's P* above MAX's and MED's (each trained alone)."""
-    ops = ["ADD", "MAX", "MED"]
-    sub = df[df.mixture.isin(ops) & (df.mixture == df.target_op)]
-    _, fits = transitions(sub, n_boot)
-    text, ok = design(df, [(op, op) for op in ops])
-    if not all((op, op) in fits for op in ops):
-        return text, "no fit (design too small)", "not decided"
-    t = {op: fits[(op, op)] for op in ops}
-    ours = "; ".join(f"P*({op}) {_pstar(t[op])}" for op in ops)
+    ours = "; ".join(f"P*({op}) {_pstar(t[op])}" for op in DIFFICULTY_OPS)
     # ADD is harder when its interval lies above both easy ops' intervals (censored below: the smallest size)
     low_add = (
         t["ADD"].pstar_ci[0]
@@ -321,11 +280,11 @@ def _difficulty(df: pd.DataFrame, n_boot: int) -> tuple[str, str, str]:
         for op in ("MAX", "MED")
     ]
     harder = low_add is not None and all(h is not None and low_add > h for h in high_easy)
-    verdict = ("reproduced" if harder else "inconclusive") if ok else "not decided (design too small or old split)"
-    return text, ours, verdict
+    verdict = ("reproduced" if harder else "inconclusive") if decided else "not decided (design too small or old split)"
+    return ours, verdict
 
 
-def claims_table(dirs: list[Path], fmt: str = "md", n_boot: int = 1000) -> str:
+def claims_table(dirs: list[Path], fmt: str = "md", n_boot: int = N_BOOT) -> str:
     """The claims table for result directories (matched to claims by directory name)."""
     known = {c.source for c in CLAIMS}
     sources = {Path(d).name: load_results(Path(d)) for d in dirs if Path(d).name in known}

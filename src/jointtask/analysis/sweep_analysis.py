@@ -21,6 +21,7 @@ from .ablation import ablation_table
 from .claims import claim_rows
 from .embeddings import embedding_structure, number_embeddings
 from .tables import budgets_of, ratios, transitions
+from .transition import N_BOOT
 
 
 def load_run(run_dir: Path):
@@ -137,7 +138,7 @@ class Analysis:
 
 def analyze_sweep(
     out: str | Path,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     n_perm: int = 999,
     width: int | None = None,
     ablate: bool = True,
@@ -155,7 +156,7 @@ def analyze_sweep(
         transitions=trans,
         fits=fits,
         ratios=ratios(fits, budgets_of(df)),
-        claims=pd.DataFrame(claim_rows({claims_source: df}, n_boot) if claims_source else []),
+        claims=pd.DataFrame(claim_rows({claims_source: df}, n_boot, {claims_source: fits}) if claims_source else []),
         embeddings=emb,
         embedding_table=embedding_table(emb),
         ablations=ablations_for(out, reps) if (ablate and reps) else pd.DataFrame(),

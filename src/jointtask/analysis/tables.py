@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..sweep.experiment import Label
-from .transition import DesignError, fit_transition, joint_benefit
+from .transition import N_BOOT, DesignError, fit_transition, joint_benefit
 
 
 TRANSITION_COLUMNS = [
@@ -53,7 +53,7 @@ RATIO_COLUMNS = [
 ]
 
 
-def transitions(df: pd.DataFrame, n_boot: int = 1000) -> tuple[pd.DataFrame, dict]:
+def transitions(df: pd.DataFrame, n_boot: int = N_BOOT) -> tuple[pd.DataFrame, dict]:
     """One row per (mixture, target op) trained on it; a curve whose design is too small for a
     fit gets a row with the reason in `note` and no estimate."""
     rows, fits = [], {}

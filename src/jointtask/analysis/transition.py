@@ -20,7 +20,10 @@ seeds. Fits are deterministic and do not depend on the order of the input rows.
 Ratio = P(target alone) / P(target in the mixture), for P\\* and for P50, with an unpaired
 bootstrap interval (seed s of one mixture is no partner of seed s of another); each replicate of
 either side is first moved uniformly within the gap between the swept sizes around it, where the
-data cannot place a step. Verdicts (defined once, here and in
+data cannot place a step. A replicate censored above stands for anywhere above the largest size
+swept (below: below the smallest): the lower end of the interval takes its bound, the upper end
+its open side, so that replicates which cannot place a ratio widen the interval rather than drop
+out of it. Every interval uses N_BOOT replicates unless asked otherwise. Verdicts (defined once, here and in
 docs/definitions.md):
   benefit       the interval lies above 1
   harm          the interval lies below 1
@@ -81,6 +84,8 @@ class Estimate:
         return self.value
 
 
+N_BOOT = 1000  # bootstrap replicates of every interval, unless asked otherwise: one count everywhere,
+# so that a table and a report of the same data give the same intervals
 GRID_X, GRID_W = 241, 61  # the (log P0, w) grid of a fit: steps of 1/120 of the swept log range, 9% in w
 
 
@@ -272,7 +277,7 @@ def fit_transition(
     params,
     acc,
     seeds,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     seed: int = 0,
     frac: float = FRAC,
     learned_floor: float = LEARNED_FLOOR,
@@ -352,16 +357,27 @@ def _ratio(a: Estimate, j: Estimate, a_boot, j_boot, seed: int) -> dict:
         kind, ratio = "upper", a.p_min / j.uncensored
     else:
         kind = "undetermined"  # both censored on the same side: the sweeps say nothing
-    rng = np.random.default_rng(seed)
-    n = max(len(a_boot), len(j_boot))
-    with np.errstate(invalid="ignore"):
-        diff = rng.choice(a_boot, n) - rng.choice(j_boot, n)
-    diff = diff[~np.isnan(diff)]  # both replicates censored on the same side carry no information
     lo = hi = None
-    if len(diff):
-        lo, hi = _percentiles(diff)
+    n = max(len(a_boot), len(j_boot))
+    if n:
+        rng = np.random.default_rng(seed)
+        a_lo, a_hi = _ends(rng.choice(a_boot, n), a.p_min, a.p_max)
+        j_lo, j_hi = _ends(rng.choice(j_boot, n), j.p_min, j.p_max)
+        # the lower bound from each replicate's smallest possible log ratio, the upper from its largest
+        lo, hi = _percentiles(a_lo - j_hi)[0], _percentiles(a_hi - j_lo)[1]
         lo, hi = (float(np.exp(v)) if np.isfinite(v) else None for v in (lo, hi))
     return {"ratio": ratio, "kind": kind, "ci_low": lo, "ci_high": hi, "verdict": verdict(lo, hi)}
+
+
+def _ends(logs: np.ndarray, p_min: float, p_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each bootstrap replicate as the range of log sizes it allows: a value is itself; censored
+    above (+inf) is anywhere above the largest size swept, censored below (-inf) anywhere below
+    the smallest. A ratio of two censored replicates is then a range too, never a dropped one:
+    dropping them made verdicts near a censored side flip with the number of replicates."""
+    lo, hi = logs.copy(), logs.copy()
+    lo[logs == np.inf] = np.log(p_max)
+    hi[logs == -np.inf] = np.log(p_min)
+    return lo, hi
 
 
 def joint_benefit(alone: Transition, joint: Transition, seed: int = 0) -> dict:
@@ -373,6 +389,7 @@ def joint_benefit(alone: Transition, joint: Transition, seed: int = 0) -> dict:
 
 
 __all__ = [
+    "N_BOOT",
     "logistic",
     "fit_pstar",
     "fit_p50",

@@ -18,14 +18,12 @@ from ..analysis.claims import claims_table
 from ..fileio import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[3]
-CLAIMS_BOOT = 400
 
 
 def claims_block(root: Path) -> str:
     dirs = sorted(p for p in (root / "docs" / "results").iterdir() if (p / "results.csv").exists())
-    return (
-        f"Printed by `jointtask claims docs/results/* --n-boot {CLAIMS_BOOT}` from the committed result tables.\n\n"
-        + claims_table(dirs, "md", n_boot=CLAIMS_BOOT)
+    return "Printed by `jointtask claims docs/results/*` from the committed result tables.\n\n" + claims_table(
+        dirs, "md"
     )
 
 

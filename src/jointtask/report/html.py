@@ -13,7 +13,7 @@ import pandas as pd
 from .. import __version__
 from ..analysis.claims import fmt_interval
 from ..analysis.sweep_analysis import Analysis, analyze_sweep
-from ..analysis.transition import FRAC, LEARNED_FLOOR, SUCCESS
+from ..analysis.transition import FRAC, LEARNED_FLOOR, N_BOOT, SUCCESS
 from ..fileio import atomic_write_text
 from . import figures
 
@@ -70,7 +70,7 @@ def _ratio_text(r, prefix: str = "") -> str:
 
 
 def write_report(
-    out: str | Path, n_boot: int = 1000, n_perm: int = 999, width: int | None = None, claims_source: str | None = None
+    out: str | Path, n_boot: int = N_BOOT, n_perm: int = 999, width: int | None = None, claims_source: str | None = None
 ) -> tuple[Path, Analysis]:
     """Analyse the sweep in OUT and write OUT/report/: the analysis' tables, then index.html and
     its figures. With `claims_source` (a preset's name), the claims whose source it is head the
