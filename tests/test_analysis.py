@@ -229,6 +229,12 @@ def test_isomorphic_single_ops_are_an_a_a_check_and_equal_steps_controls_are_com
     assert ("joint", "ADD", "ADD", "ADD+MAX+MED") in c
     assert ("joint, equal steps", "ADD", "ADD@9000", "ADD+MAX+MED") in c
     assert ("A/A (isomorphic)", "ADD", "ADD", "SADD") in c
+    # a transfer against its target from scratch, for the same steps and for the pretraining added
+    c = comparisons(["ADD", "ADD@4500", "MAX+MED>ADD"], {"ADD": 3000, "ADD@4500": 4500, "MAX+MED>ADD": 3000})
+    assert sorted(c) == [
+        ("transfer", "ADD", "ADD", "MAX+MED>ADD"),
+        ("transfer, equal steps", "ADD", "ADD@4500", "MAX+MED>ADD"),
+    ]
 
 
 def test_planted_parity_clusters_are_found():

@@ -157,6 +157,15 @@ CLAIMS = [
         "jointtask sweep experiments/cpu/transfer.toml --out runs/cpu-transfer",
         mixture="MAX+MED>ADD",
     ),
+    Claim(
+        "C9",
+        "MAX+MED pretraining, then ADD, learns smaller (~7x)",
+        "cpu-transfer",
+        "mod 10, as above, against ADD alone for the pretraining steps added (4,500)",
+        "jointtask sweep experiments/cpu/transfer.toml --out runs/cpu-transfer",
+        mixture="MAX+MED>ADD",
+        baseline="ADD@4500",
+    ),
 ]
 
 
@@ -244,7 +253,8 @@ def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
         ours = (
             f"ratio P* {fmt_interval(r['ratio'], r['ci_low'], r['ci_high'], kind=r['kind'])}, "
             f"P50 {fmt_interval(r['p50_ratio'], r['p50_ci_low'], r['p50_ci_high'], kind=r['p50_kind'])}; "
-            f"P*({c.target}) {_pstar(fits[curves[0]])} alone, {_pstar(fits[curves[1]])} in {c.mixture}"
+            f"P*({c.target}) {_pstar(fits[curves[0]])} {'alone' if c.baseline == c.target else 'in ' + c.baseline}, "
+            f"{_pstar(fits[curves[1]])} in {c.mixture}"
         )
         verdict = _claim_verdict(c, r, ok)
     return {

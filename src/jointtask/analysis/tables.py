@@ -93,11 +93,21 @@ def comparisons(mixtures: list[str], budgets: dict[str, int]) -> list[tuple[str,
     """(comparison, target op, baseline mixture, mixture) for every ratio a sweep can give: each
     mixture against its target alone; against its target alone trained for the mixture's own
     step budget when the sweep has that control ('ADD@9000', planned with budget = 'exposure');
-    and isomorphic single ops against each other (A/A checks)."""
+    each transfer 'A>B' against B from scratch for the same steps and against B from scratch for
+    the pretraining steps added ('B@n', the sweep's control); and isomorphic single ops against
+    each other (A/A checks)."""
     out = []
     for m in mixtures:
         label = Label.parse(m)
         ops = list(label.ops)
+        if label.kind == "transfer":
+            scratch = "+".join(ops)
+            controls = [c for c in mixtures if Label.parse(c).kind == "control" and Label.parse(c).ops == label.ops]
+            for op in ops:
+                if scratch in mixtures:
+                    out.append(("transfer", op, scratch, m))
+                out += [("transfer, equal steps", op, c, m) for c in controls]
+            continue
         if len(ops) < 2 or label.kind != "mixture":
             continue
         for op in ops:
