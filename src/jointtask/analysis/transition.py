@@ -98,27 +98,34 @@ def _grids(xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tables(logp: np.ndarray, values: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per replicate (rows of `idx`, indices into the points) and per swept size: the count of
-    points and the sum of `values`. Returns the sizes (log P, ascending), counts [B, S], sums [B, S]."""
+    """Per replicate (rows of `idx`, indices into the points; -1 pads a shorter replicate) and
+    per swept size: the count of points and the sum of `values`. Returns the sizes (log P,
+    ascending), counts [B, S], sums [B, S]."""
     xs, inv = np.unique(logp, return_inverse=True)
-    S = len(xs)
-    cells = inv[idx] + S * np.arange(len(idx))[:, None]  # [B, n]
-    counts = np.bincount(cells.ravel(), minlength=S * len(idx)).reshape(len(idx), S).astype(float)
-    sums = np.bincount(cells.ravel(), weights=values[idx].ravel(), minlength=S * len(idx)).reshape(len(idx), S)
+    S, B = len(xs), len(idx)
+    real = idx >= 0
+    cells = np.where(real, inv[idx], S) + (S + 1) * np.arange(B)[:, None]  # [B, n]; padding: column S, dropped
+    counts = np.bincount(cells.ravel(), minlength=(S + 1) * B).reshape(B, S + 1)[:, :S].astype(float)
+    weights = np.where(real, values[idx], 0.0).ravel()
+    sums = np.bincount(cells.ravel(), weights=weights, minlength=(S + 1) * B).reshape(B, S + 1)[:, :S]
     return xs, counts, sums
 
 
-def _chunked(fit):
-    """Fit replicates in chunks: each holds [chunk, grid] arrays (about 40 MB at 1,000 x 5,000)."""
+def _chunked(size: int):
+    """Fit replicates `size` at a time: the [size, grid] arrays then stay in the CPU's cache
+    (measured: P* fits about twice as fast in chunks of 16 as of 200)."""
 
-    def many(logp, values, idx, *args):
-        return [e for s in range(0, len(idx), 200) for e in fit(logp, values, idx[s : s + 200], *args)]
+    def wrap(fit):
+        def many(logp, values, idx, *args):
+            return [e for s in range(0, len(idx), size) for e in fit(logp, values, idx[s : s + size], *args)]
 
-    many.__doc__ = fit.__doc__
-    return many
+        many.__doc__ = fit.__doc__
+        return many
+
+    return wrap
 
 
-@_chunked
+@_chunked(16)
 def fit_pstar_many(logp, acc, idx, frac: float = FRAC, learned_floor: float = LEARNED_FLOOR) -> list[Estimate]:
     """P* for each replicate (row of `idx`): least squares over a (log P0, w) grid, the
     asymptotes in closed form at each grid point (the curve is linear in lo and hi there). The
@@ -137,7 +144,7 @@ def fit_pstar_many(logp, acc, idx, frac: float = FRAC, learned_floor: float = LE
     with np.errstate(divide="ignore", invalid="ignore"):
         lo = np.clip((b1 * a22 - b2 * a12) / det, 0, 1)
         hi = np.clip((a11 * b2 - a12 * b1) / det, 0, 1)
-    lo, hi = np.nan_to_num(lo, nan=0.0), np.nan_to_num(hi, nan=0.0)
+    lo[np.isnan(lo)], hi[np.isnan(hi)] = 0.0, 0.0  # 0/0: a degenerate grid point
     sse = syy - 2 * (lo * b1 + hi * b2) + lo**2 * a11 + 2 * lo * hi * a12 + hi**2 * a22
     best = np.argmin(np.round(sse, 10), axis=1)  # rounding: ties go to the first grid point, on every machine
     out = []
@@ -162,7 +169,7 @@ def fit_pstar_many(logp, acc, idx, frac: float = FRAC, learned_floor: float = LE
     return out
 
 
-@_chunked
+@_chunked(64)
 def fit_p50_many(logp, success, idx) -> list[Estimate]:
     """P50 for each replicate: a logistic regression of success on log P over the same grid
     (maximum likelihood, with a small ridge on the steepness 1/w so that a clean step between two
@@ -295,16 +302,13 @@ def fit_transition(
     rows = [np.flatnonzero(seeds == s) for s in uniq]
     rng = np.random.default_rng(seed)
     bp, b50 = np.empty(0), np.empty(0)
-    if n_boot > 0 and len({len(r) for r in rows}) == 1:  # every seed has the same number of points
+    if n_boot > 0:  # each replicate: the points of len(uniq) seeds drawn with replacement
         picks = rng.integers(len(uniq), size=(n_boot, len(uniq)))
-        idx = np.stack(rows)[picks].reshape(n_boot, -1)  # [B, n]
+        longest = max(len(r) for r in rows)
+        padded = np.stack([np.pad(r, (0, longest - len(r)), constant_values=-1) for r in rows])  # seeds may miss a run
+        idx = padded[picks].reshape(n_boot, -1)  # [B, n], -1: no point
         bp = np.array([e.log_value for e in fit_pstar_many(logp, acc, idx, frac, learned_floor)])
         b50 = np.array([e.log_value for e in fit_p50_many(logp, ok, idx)])
-    elif n_boot > 0:
-        for _ in range(n_boot):
-            idx = np.concatenate([rows[j] for j in rng.integers(len(uniq), size=len(uniq))])[None, :]
-            bp = np.append(bp, fit_pstar_many(logp, acc, idx, frac, learned_floor)[0].log_value)
-            b50 = np.append(b50, fit_p50_many(logp, ok, idx)[0].log_value)
     bp_raw, b50_raw = bp, b50
     # For ratios: each replicate moved uniformly within the swept-size gap around it (the data
     # place a step anywhere in that gap), so that the difference of two sweeps carries that
