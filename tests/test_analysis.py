@@ -283,3 +283,20 @@ def test_permutation_embeddings_use_sign_and_cosets():
     s = embedding_structure(emb, fam, n_perm=199)
     assert set(s["separation"]) == {"sign", "coset"}
     assert s["separation"]["sign"]["p_value"] < 0.01 and s["separation"]["coset"]["p_value"] > 0.01
+
+
+def test_bootstrap_replicates_of_seeds_with_missing_runs_are_padded_not_biased():
+    """A seed that lacks a run gives shorter replicates; padding (-1) must add nothing to any size."""
+    from jointtask.analysis.transition import _tables
+
+    logp = np.log([1e3, 1e4, 1e5, 1e3, 1e4])  # seed 0 has three sizes, seed 1 lacks the largest
+    acc = np.array([0.1, 0.5, 0.9, 0.2, 0.6])
+    padded = np.array([[0, 1, 2, 3, 4, -1], [3, 4, -1, 3, 4, -1]])
+    xs, n, sums = _tables(logp, acc, padded)
+    assert n.tolist() == [[2, 2, 1], [2, 2, 0]]
+    assert np.allclose(sums, [[0.3, 1.1, 0.9], [0.4, 1.2, 0.0]])
+    P, A, S = simulate(1e4, np.random.default_rng(1), design_sizes(), 8)
+    keep = np.ones(len(P), bool)
+    keep[5] = False  # one run missing
+    t = fit_transition(P[keep], A[keep], S[keep], n_boot=100)
+    assert len(t.boot_pstar) == 100 and t.pstar_ci[0] is not None
