@@ -217,6 +217,8 @@ def test_ratios_cli_from_a_results_table(tmp_path):
     assert r.returncode == 0, r.stderr
     assert pd.read_csv(tmp_path / "ratios.csv").equals(ratios)
     assert pd.read_csv(tmp_path / "transitions.csv").equals(trans)
+    r = run_cli("ratios", f, "--out", tmp_path / "missing")
+    assert r.returncode == 2 and "not a directory" in r.stderr and "Traceback" not in r.stderr
     pd.DataFrame(rows).drop(columns="seed").to_csv(f, index=False)
     r = run_cli("ratios", f)
     assert r.returncode == 2 and "seed" in r.stderr and "Traceback" not in r.stderr
