@@ -4,8 +4,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# One torch thread, as in every worker process of a sweep: with two, a test that trains in this
+# process ran 10x slower while another process kept the second core busy.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
