@@ -42,3 +42,24 @@ def test_sweeps_that_share_add_runs_hold_the_same_runs():
         df = pd.read_csv(ROOT / "docs" / "results" / later / "results.csv")
         add = df[(df.mixture == "ADD") & (df.target_op == "ADD")]
         assert sorted(add.run_id) == sorted(c1[c1.target_op == "ADD"].run_id)
+
+
+def test_committed_report_pages_show_their_tables():
+    """A committed docs/results/<source>/index.html prints every transition and ratio of the tables
+    beside it, as the report renders them (a page left from an earlier estimator fails here)."""
+    import html
+
+    import pandas as pd
+
+    from jointtask.report.html import _p50_text, _p_star_text, _ratio_text
+
+    pages = sorted((ROOT / "docs" / "results").glob("*/index.html"))
+    assert pages
+    for page in pages:
+        text, d = page.read_text(), page.parent
+        trans = pd.read_csv(d / "transitions.csv", dtype={"note": str}).fillna({"note": ""})
+        shown = [s for _, r in trans.iterrows() for s in (_p_star_text(r), _p50_text(r))]
+        rat = pd.read_csv(d / "ratios.csv")
+        shown += [s for _, r in rat.iterrows() for s in (_ratio_text(r), _ratio_text(r, "p50_"))]
+        for s in shown:
+            assert html.escape(s) in text, f"{page.relative_to(ROOT)} does not show {s!r}: regenerate or remove it"
