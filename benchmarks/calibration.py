@@ -1,42 +1,64 @@
-"""Calibration of the transition estimator at the default design (6 log-spaced widths over two
-decades of parameters, 8 seeds): interval coverage, A/A false verdicts, and power against planted
-ratios. Writes docs/bench/calibration.json; `--markdown` prints the table docs/definitions.md holds.
+"""Calibration of the transition estimator at the designs the claims rest on (the widths and
+seeds of an experiment file): interval coverage, A/A false verdicts, and power against planted
+ratios. Writes docs/bench/calibration.json (rows of the designs run replace those designs' rows);
+`--markdown` prints the table docs/definitions.md holds.
 
-    python benchmarks/calibration.py [--reps 100] [--workers N] [--out docs/bench/calibration.json]
+    python benchmarks/calibration.py [--designs quick,cpu] [--reps 100] [--workers N]
     python benchmarks/calibration.py --markdown docs/bench/calibration.json   (the table only)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from jointtask.analysis.calibration import calibrate
+from jointtask.analysis.calibration import calibrate, design_of
 from jointtask.analysis.transition import N_BOOT
 from jointtask.fileio import atomic_write_json
 from jointtask.report.blocks import calibration_block
 
+ROOT = Path(__file__).resolve().parents[1]
+DESIGNS = {  # name: the experiment whose widths and seeds are planted
+    "quick": "src/jointtask/presets/quick.toml",
+    "cpu": "experiments/cpu/c1.toml",
+}
 RATIOS = (1.0, 2.0, 3.0, 4.0, 6.0)
+
+
+def _rows(design: str, reps: int, n_boot: int) -> list[dict]:
+    sizes, seeds = design_of(ROOT / DESIGNS[design])
+    rows = calibrate(reps, n_boot, sizes, seeds, ratios=RATIOS)
+    return [{"design": design, "experiment": DESIGNS[design], **r} for r in rows]
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--designs", default=",".join(DESIGNS), help=f"comma-separated, of {', '.join(DESIGNS)}")
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--n-boot", type=int, default=N_BOOT)
-    ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (one planted ratio each)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (one design each)")
     ap.add_argument("--out", default="docs/bench/calibration.json")
     ap.add_argument("--markdown", help="print the table for this JSON and exit")
     a = ap.parse_args()
     if a.markdown:
         print(calibration_block(Path(a.markdown).resolve().parents[2]))
         return
-    with ProcessPoolExecutor(a.workers) as pool:  # one planted ratio per task
-        futures = [pool.submit(calibrate, a.reps, a.n_boot, ratio=r) for r in RATIOS]
-        res = {"rows": [f.result() for f in futures]}
-    atomic_write_json(a.out, res)
-    print(calibration_block(Path(a.out).resolve().parents[2]))
+    designs = [d.strip() for d in a.designs.split(",")]
+    unknown = sorted(set(designs) - set(DESIGNS))
+    if unknown:
+        ap.error(f"unknown design(s) {', '.join(unknown)}; have {', '.join(DESIGNS)}")
+    with ProcessPoolExecutor(a.workers) as pool:  # one design per task
+        rows = [r for f in [pool.submit(_rows, d, a.reps, a.n_boot) for d in designs] for r in f.result()]
+    out = Path(a.out)
+    kept = json.loads(out.read_text())["rows"] if out.exists() else []
+    kept = [r for r in kept if r.get("design") in DESIGNS and r["design"] not in designs]
+    order = list(DESIGNS)
+    rows = sorted(kept + rows, key=lambda r: (order.index(r["design"]), r["ratio"]))
+    atomic_write_json(out, {"rows": rows})
+    print(calibration_block(out.resolve().parents[2]))
 
 
 if __name__ == "__main__":

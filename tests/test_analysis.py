@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from jointtask.analysis.embeddings import embedding_structure, separation
-from jointtask.analysis.calibration import calibrate, design_sizes, simulate
+from jointtask.analysis.calibration import calibrate, design_of, design_sizes, simulate
 from jointtask.analysis.transition import (
     DesignError,
     Estimate,
@@ -16,7 +16,9 @@ from jointtask.analysis.transition import (
 )
 from jointtask.tasks import TaskConfig
 
-from .conftest import run_cli
+from .conftest import ROOT, run_cli
+
+QUICK_DESIGN = ROOT / "src" / "jointtask" / "presets" / "quick.toml"  # the widths and seeds of `reproduce quick`
 
 WIDTH_PARAMS = np.geomspace(1e3, 1e6, 9)
 
@@ -136,18 +138,22 @@ def test_verdict_words(lo, hi, word):
     assert verdict(lo, hi) == word
 
 
-def test_intervals_are_calibrated_at_the_default_design():
-    """SPEC 4: planted sweeps like real ones (6 log-spaced widths, 8 seeds, bimodal seeds): the 95%
-    intervals of P* and P50 cover the planted values in at least 90% of replicates, and an A/A pair
-    (the same planted transition twice) is called benefit or harm in at most 5%."""
-    res = calibrate(reps=40, n_boot=150, seed=11)
+def test_intervals_are_calibrated_at_the_quick_design():
+    """SPEC 4: planted sweeps like real ones, at the widths and seeds of the quick reproduction (6
+    widths, 8 seeds, bimodal seeds): the 95% intervals of P* and P50 cover the planted values in at
+    least 90% of replicates, and an A/A pair (the same planted transition twice) is called benefit
+    or harm in at most 5%."""
+    sizes, seeds = design_of(QUICK_DESIGN)
+    assert len(sizes) == 6 and seeds == 8
+    (res,) = calibrate(reps=40, n_boot=150, sizes=sizes, seeds=seeds, seed=11)
     assert res["pstar_covered"] >= 0.90 and res["p50_covered"] >= 0.90, res
     assert res["benefit"] + res["harm"] <= 0.05 and res["p50_benefit"] + res["p50_harm"] <= 0.05, res
 
 
-def test_a_planted_fivefold_benefit_is_found_at_the_default_design():
+def test_a_planted_fivefold_benefit_is_found_at_the_quick_design():
     # the success view has the power; the accuracy view (P*) is noisier with bimodal seeds
-    res = calibrate(reps=20, n_boot=150, ratio=5.0, seed=12)
+    sizes, seeds = design_of(QUICK_DESIGN)
+    (res,) = calibrate(reps=20, n_boot=150, sizes=sizes, seeds=seeds, ratios=(5.0,), seed=12)
     assert res["p50_benefit"] >= 0.7 and res["benefit"] >= 0.3 and res["harm"] == res["p50_harm"] == 0, res
 
 

@@ -4,13 +4,21 @@ calibrated at the design used).
 Planted sweeps look like real ones: log-spaced sizes, several seeds, and each (size, seed) run
 either learns (test accuracy near 0.97) or does not (uniform in 0.1-0.3), with a probability
 logistic in log P around a planted P50. The mean accuracy is then a logistic in log P with
-lo = 0.2, hi = 0.97, so the planted P* (80% of hi) follows from P50 in closed form.
+lo = 0.2, hi = 0.97, so the planted P* (80% of hi) follows from P50 in closed form. The sizes
+and seeds are those of an experiment file (`design_of`), so that the intervals are checked at
+the design a claim rests on.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
+from ..model_config import count_params
+from ..sweep.experiment import load_experiment, plan
+from ..tasks.dataset import context_length
+from ..tasks.families import Vocab
 from .transition import fit_transition, joint_benefit
 
 LEARNED, NOT_LEARNED = 0.97, (0.1, 0.3)
@@ -39,31 +47,44 @@ def design_sizes(n_widths: int = 6, low: float = 1e3, high: float = 1e5) -> np.n
     return np.geomspace(low, high, n_widths)
 
 
-def calibrate(reps: int, n_boot: int, sizes=None, seeds: int = 8, ratio: float = 1.0, seed: int = 0) -> dict:
-    """Over `reps` planted pairs (alone: P50 drawn log-uniformly inside the sizes' middle decade;
-    joint: P50 / ratio): how often each 95% interval covers the planted value, and how often the
-    ratio verdict says benefit / harm."""
+def design_of(experiment: str | Path) -> tuple[list[int], int]:
+    """The parameter count at each width of an experiment's first mixture, and its seeds."""
+    exp = load_experiment(experiment)
+    first = exp.sweep.seed_list()[0]
+    sizes = []
+    for r in plan(exp):
+        if r.mixture == exp.sweep.mixtures[0] and r.seed == first:
+            cfg = r.config
+            vocab = len(Vocab(cfg.task.family(cfg.seed)))
+            sizes.append(count_params(cfg.model, vocab, context_length(cfg.task))["params"])
+    return sizes, len(exp.sweep.seed_list())
+
+
+def calibrate(reps: int, n_boot: int, sizes=None, seeds: int = 8, ratios=(1.0,), seed: int = 0) -> list[dict]:
+    """Over `reps` planted curves alone (P50 drawn log-uniformly within a factor 3 of the sizes'
+    geometric middle), each paired with a joint curve at P50 / ratio for every ratio (the same
+    draws for every ratio): one row per ratio with how often the alone curve's 95% intervals
+    cover the planted values (the same curves in every row) and how often the ratio verdicts
+    say benefit / harm."""
     sizes = design_sizes() if sizes is None else np.asarray(sizes, float)
-    out = {"pstar_covered": 0, "p50_covered": 0, "benefit": 0, "harm": 0, "p50_benefit": 0, "p50_harm": 0}
+    covered = {"pstar_covered": 0, "p50_covered": 0}
+    called = {r: {"benefit": 0, "harm": 0, "p50_benefit": 0, "p50_harm": 0} for r in ratios}
     mid = np.sqrt(sizes[0] * sizes[-1])
     for rep in range(reps):
         rng = np.random.default_rng([seed, rep])
         p50 = float(np.exp(rng.uniform(np.log(mid / 3), np.log(mid * 3))))
         alone = fit_transition(*simulate(p50, rng, sizes, seeds), n_boot=n_boot, seed=rep)
-        joint = fit_transition(*simulate(p50 / ratio, rng, sizes, seeds), n_boot=n_boot, seed=rep + 1)
         lo, hi = alone.pstar_ci
-        out["pstar_covered"] += (lo or 0) <= planted_pstar(p50) <= (hi or np.inf)
+        covered["pstar_covered"] += (lo or 0) <= planted_pstar(p50) <= (hi or np.inf)
         lo, hi = alone.p50_ci
-        out["p50_covered"] += (lo or 0) <= p50 <= (hi or np.inf)
-        r = joint_benefit(alone, joint, seed=rep)
-        for prefix in ("", "p50_"):
-            if r[f"{prefix}verdict"] in ("benefit", "harm"):
-                out[f"{prefix}{r[prefix + 'verdict']}"] += 1
-    return {
-        "reps": reps,
-        "n_boot": n_boot,
-        "seeds": seeds,
-        "widths": len(sizes),
-        "ratio": ratio,
-        **{k: v / reps for k, v in out.items()},
-    }
+        covered["p50_covered"] += (lo or 0) <= p50 <= (hi or np.inf)
+        for ratio in ratios:
+            points = simulate(p50 / ratio, np.random.default_rng([seed, rep, 1]), sizes, seeds)
+            r = joint_benefit(alone, fit_transition(*points, n_boot=n_boot, seed=rep + 1), seed=rep)
+            for prefix in ("", "p50_"):
+                if r[f"{prefix}verdict"] in ("benefit", "harm"):
+                    called[ratio][f"{prefix}{r[prefix + 'verdict']}"] += 1
+    design = {"reps": reps, "n_boot": n_boot, "seeds": seeds, "widths": len(sizes), "sizes": [int(p) for p in sizes]}
+    return [
+        {**design, "ratio": ratio, **{k: v / reps for k, v in {**covered, **called[ratio]}.items()}} for ratio in ratios
+    ]

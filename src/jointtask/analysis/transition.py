@@ -13,14 +13,14 @@ Both are censored rather than invented: "above" when the curve does not get ther
 size swept (P\\*: also when hi < `learned_floor`), "below" when it is there at the smallest.
 
 Intervals: percentile bootstrap over seeds (all widths of a seed together), 95%. The data say
-nothing about where between two swept sizes a step lies, so an interval always spans the two
-swept sizes around its estimate. A fit is refused (DesignError) with fewer than 3 widths or 3
+nothing about where between two swept sizes a step lies, so each replicate is moved uniformly
+within the gap between the swept sizes around it, and an interval always spans the two swept
+sizes around its estimate. A fit is refused (DesignError) with fewer than 3 widths or 3
 seeds. Fits are deterministic and do not depend on the order of the input rows.
 
 Ratio = P(target alone) / P(target in the mixture), for P\\* and for P50, with an unpaired
-bootstrap interval (seed s of one mixture is no partner of seed s of another); each replicate of
-either side is first moved uniformly within the gap between the swept sizes around it, where the
-data cannot place a step. A replicate censored above stands for anywhere above the largest size
+bootstrap interval (seed s of one mixture is no partner of seed s of another), from the same
+moved replicates. A replicate censored above stands for anywhere above the largest size
 swept (below: below the smallest): the lower end of the interval takes its bound, the upper end
 its open side, so that replicates which cannot place a ratio widen the interval rather than drop
 out of it. Every interval uses N_BOOT replicates unless asked otherwise. Verdicts (defined once, here and in
@@ -239,7 +239,7 @@ class Transition:
     sizes: np.ndarray  # the swept parameter counts
     n_points: int
     n_seeds: int
-    boot_pstar: np.ndarray = field(repr=False)  # log P* per bootstrap replicate
+    boot_pstar: np.ndarray = field(repr=False)  # log P* per bootstrap replicate, moved within its gap
     boot_p50: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict:
@@ -309,17 +309,17 @@ def fit_transition(
         idx = padded[picks].reshape(n_boot, -1)  # [B, n], -1: no point
         bp = np.array([e.log_value for e in fit_pstar_many(logp, acc, idx, frac, learned_floor)])
         b50 = np.array([e.log_value for e in fit_p50_many(logp, ok, idx)])
-    bp_raw, b50_raw = bp, b50
-    # For ratios: each replicate moved uniformly within the swept-size gap around it (the data
-    # place a step anywhere in that gap), so that the difference of two sweeps carries that
-    # uncertainty too. Censored replicates stay censored.
+    # Each replicate moved uniformly within the swept-size gap around it: the data place a step
+    # anywhere in that gap, and steep replicates pile up on the swept sizes, whose percentiles
+    # then cover the truth too rarely. Intervals and ratios use these replicates; censored
+    # replicates stay censored.
     gaps = np.log(sizes)
     bp, b50 = (_smear(b, gaps, rng) for b in (bp, b50))
     return Transition(
         pstar,
         p50,
-        _interval(bp_raw, _bracket(pstar.value, sizes)),
-        _interval(b50_raw, _bracket(p50.value, sizes)),
+        _interval(bp, _bracket(pstar.value, sizes)),
+        _interval(b50, _bracket(p50.value, sizes)),
         sizes,
         len(params),
         len(uniq),

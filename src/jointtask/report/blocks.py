@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.claims import claims_table
+from ..analysis.claims import claims_table, fmt_num
 from ..analysis.tables import trained_ops
 from ..fileio import atomic_write_text
 
@@ -43,29 +43,35 @@ def quick_block(root: Path) -> str:
 
 
 def calibration_block(root: Path) -> str:
-    res = json.loads((root / "docs" / "bench" / "calibration.json").read_text())
-    rows = res["rows"]
-    lines = [
-        f"Design: {rows[0]['widths']} log-spaced widths over two decades of parameters, {rows[0]['seeds']} seeds; "
-        f"{rows[0]['reps']} planted pairs per row, {rows[0]['n_boot']} bootstrap replicates per fit.",
-        "",
-        "| planted ratio | P* interval covers the truth | P50 interval covers the truth | P* verdict: benefit | P* verdict: harm | P50 verdict: benefit | P50 verdict: harm |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['ratio']:g} | {r['pstar_covered']:.0%} | {r['p50_covered']:.0%} | {r['benefit']:.0%} | "
-            f"{r['harm']:.0%} | {r['p50_benefit']:.0%} | {r['p50_harm']:.0%} |"
-        )
-    power = [r["ratio"] for r in rows if r["ratio"] > 1 and r["benefit"] >= 0.8]
-    power50 = [r["ratio"] for r in rows if r["ratio"] > 1 and r["p50_benefit"] >= 0.8]
-    tried = ", ".join(f"{r['ratio']:g}" for r in rows if r["ratio"] > 1)
-    lines += [
-        "",
-        f"Smallest planted ratio called a benefit with at least 80% power (of {tried}): "
-        f"P* {f'{min(power):g}x' if power else 'none'}, P50 {f'{min(power50):g}x' if power50 else 'none'}.",
-    ]
-    return "\n".join(lines)
+    rows = json.loads((root / "docs" / "bench" / "calibration.json").read_text())["rows"]
+    lines = []
+    for design in dict.fromkeys(r["design"] for r in rows):
+        rs = [r for r in rows if r["design"] == design]
+        r0 = rs[0]
+        lines += [
+            f"Design `{design}` ({r0['experiment']}): {r0['widths']} widths, {fmt_num(r0['sizes'][0])} to "
+            f"{fmt_num(r0['sizes'][-1])} parameters, {r0['seeds']} seeds; {r0['reps']} planted pairs per row, "
+            f"{r0['n_boot']} bootstrap replicates per fit.",
+            "",
+            "| planted ratio | P* interval covers the truth | P50 interval covers the truth | P* verdict: benefit | "
+            "P* verdict: harm | P50 verdict: benefit | P50 verdict: harm |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in rs:
+            lines.append(
+                f"| {r['ratio']:g} | {r['pstar_covered']:.0%} | {r['p50_covered']:.0%} | {r['benefit']:.0%} | "
+                f"{r['harm']:.0%} | {r['p50_benefit']:.0%} | {r['p50_harm']:.0%} |"
+            )
+        power = [r["ratio"] for r in rs if r["ratio"] > 1 and r["benefit"] >= 0.8]
+        power50 = [r["ratio"] for r in rs if r["ratio"] > 1 and r["p50_benefit"] >= 0.8]
+        tried = ", ".join(f"{r['ratio']:g}" for r in rs if r["ratio"] > 1)
+        lines += [
+            "",
+            f"Smallest planted ratio called a benefit with at least 80% power (of {tried}): "
+            f"P* {f'{min(power):g}x' if power else 'none'}, P50 {f'{min(power50):g}x' if power50 else 'none'}.",
+            "",
+        ]
+    return "\n".join(lines[:-1])
 
 
 def throughput_block(root: Path) -> str:
