@@ -89,6 +89,15 @@ CLAIMS = [
     Claim(
         "C2",
         "ADD+MAX+MED lowers ADD's transition 2-7x",
+        "cpu-exposure",
+        "mod 10, as above, against ADD alone for the mixture's steps (9,000)",
+        "jointtask sweep experiments/cpu/exposure.toml --out runs/cpu-exposure",
+        mixture="ADD+MAX+MED",
+        baseline="ADD@9000",
+    ),
+    Claim(
+        "C2",
+        "ADD+MAX+MED lowers ADD's transition 2-7x",
         "device-c2",
         "mod 20, depth 1, equal steps (GPU)",
         "jointtask sweep experiments/paper/device-c2.toml --out runs/device-c2",

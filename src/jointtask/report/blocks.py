@@ -95,7 +95,16 @@ def throughput_block(root: Path) -> str:
     return "\n".join(lines)
 
 
-REGIME_SOURCES = ("pilot-mod10", "quick", "cpu-c1", "cpu-c3c5", "cpu-c6", "cpu-add-prod-mod11", "cpu-transfer")
+REGIME_SOURCES = (
+    "pilot-mod10",
+    "quick",
+    "cpu-c1",
+    "cpu-c3c5",
+    "cpu-c6",
+    "cpu-add-prod-mod11",
+    "cpu-transfer",
+    "cpu-exposure",
+)
 
 
 def regimes_block(root: Path) -> str:
