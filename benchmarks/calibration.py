@@ -1,9 +1,11 @@
 """Calibration of the transition estimator at the designs the claims rest on (the widths and
-seeds of an experiment file): interval coverage, A/A false verdicts, and power against planted
-ratios. Writes docs/bench/calibration.json (rows of the designs run replace those designs' rows);
-`--markdown` prints the table docs/definitions.md holds.
+seeds of an experiment file, or its widths with more seeds): interval coverage, A/A false
+verdicts, how often a design decides "no benefit", and power against planted ratios. Writes
+docs/bench/calibration.json (rows of the designs run replace those designs' rows); `--markdown`
+prints the table docs/definitions.md holds.
 
-    python benchmarks/calibration.py [--designs quick,cpu] [--reps 100] [--workers N]
+    python benchmarks/calibration.py [--designs quick,cpu] [--reps 100] [--ratios 1,2,3,4,6] [--workers N]
+    python benchmarks/calibration.py --designs quick-16,quick-32 --reps 60 --ratios 1,2,3   (the rows held)
     python benchmarks/calibration.py --markdown docs/bench/calibration.json   (the table only)
 """
 
@@ -21,17 +23,21 @@ from jointtask.fileio import atomic_write_json
 from jointtask.report.blocks import calibration_block
 
 ROOT = Path(__file__).resolve().parents[1]
-DESIGNS = {  # name: the experiment whose widths and seeds are planted
-    "quick": "src/jointtask/presets/quick.toml",
-    "cpu": "experiments/cpu/c1.toml",
+DESIGNS = {  # name: the experiment whose widths are planted, and its seeds (None: the experiment's)
+    "quick": ("src/jointtask/presets/quick.toml", None),
+    "cpu": ("experiments/cpu/c1.toml", None),
+    # the quick preset's widths with more seeds: what a verdict at this scale would take
+    "quick-16": ("src/jointtask/presets/quick.toml", 16),
+    "quick-32": ("src/jointtask/presets/quick.toml", 32),
 }
 RATIOS = (1.0, 2.0, 3.0, 4.0, 6.0)
 
 
-def _rows(design: str, reps: int, n_boot: int) -> list[dict]:
-    sizes, seeds = design_of(ROOT / DESIGNS[design])
-    rows = calibrate(reps, n_boot, sizes, seeds, ratios=RATIOS)
-    return [{"design": design, "experiment": DESIGNS[design], **r} for r in rows]
+def _rows(design: str, reps: int, n_boot: int, ratios: tuple[float, ...]) -> list[dict]:
+    experiment, seeds = DESIGNS[design]
+    sizes, own_seeds = design_of(ROOT / experiment)
+    rows = calibrate(reps, n_boot, sizes, seeds or own_seeds, ratios=ratios)
+    return [{"design": design, "experiment": experiment, **r} for r in rows]
 
 
 def main():
@@ -39,6 +45,7 @@ def main():
     ap.add_argument("--designs", default=",".join(DESIGNS), help=f"comma-separated, of {', '.join(DESIGNS)}")
     ap.add_argument("--reps", type=int, default=100)
     ap.add_argument("--n-boot", type=int, default=N_BOOT)
+    ap.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS), help="planted ratios, comma-separated")
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (one design each)")
     ap.add_argument("--out", default="docs/bench/calibration.json")
     ap.add_argument("--markdown", help="print the table for this JSON and exit")
@@ -50,8 +57,9 @@ def main():
     unknown = sorted(set(designs) - set(DESIGNS))
     if unknown:
         ap.error(f"unknown design(s) {', '.join(unknown)}; have {', '.join(DESIGNS)}")
+    ratios = tuple(float(r) for r in a.ratios.split(","))
     with ProcessPoolExecutor(a.workers) as pool:  # one design per task
-        rows = [r for f in [pool.submit(_rows, d, a.reps, a.n_boot) for d in designs] for r in f.result()]
+        rows = [r for f in [pool.submit(_rows, d, a.reps, a.n_boot, ratios) for d in designs] for r in f.result()]
     out = Path(a.out)
     kept = json.loads(out.read_text())["rows"] if out.exists() else []
     kept = [r for r in kept if r.get("design") in DESIGNS and r["design"] not in designs]

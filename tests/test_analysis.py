@@ -158,6 +158,7 @@ def test_a_planted_fivefold_benefit_is_found_at_the_quick_design():
     sizes, seeds = design_of(QUICK_DESIGN)
     (res,) = calibrate(reps=20, n_boot=150, sizes=sizes, seeds=seeds, ratios=(5.0,), seed=12)
     assert res["p50_benefit"] >= 0.7 and res["benefit"] >= 0.3 and res["harm"] == res["p50_harm"] == 0, res
+    assert res["no_benefit"] == res["p50_no_benefit"] == 0, res  # a fivefold effect is never called null
 
 
 def test_transition_on_48_points_takes_at_most_10_seconds(tmp_path):

@@ -65,10 +65,11 @@ def calibrate(reps: int, n_boot: int, sizes=None, seeds: int = 8, ratios=(1.0,),
     geometric middle), each paired with a joint curve at P50 / ratio for every ratio (the same
     draws for every ratio): one row per ratio with how often the alone curve's 95% intervals
     cover the planted values (the same curves in every row) and how often the ratio verdicts
-    say benefit / harm."""
+    say benefit / harm / no benefit."""
     sizes = design_sizes() if sizes is None else np.asarray(sizes, float)
     covered = {"pstar_covered": 0, "p50_covered": 0}
-    called = {r: {"benefit": 0, "harm": 0, "p50_benefit": 0, "p50_harm": 0} for r in ratios}
+    keys = {"benefit": "benefit", "harm": "harm", "no benefit": "no_benefit"}  # the verdicts counted
+    called = {r: {f"{prefix}{k}": 0 for prefix in ("", "p50_") for k in keys.values()} for r in ratios}
     mid = np.sqrt(sizes[0] * sizes[-1])
     for rep in range(reps):
         rng = np.random.default_rng([seed, rep])
@@ -82,8 +83,8 @@ def calibrate(reps: int, n_boot: int, sizes=None, seeds: int = 8, ratios=(1.0,),
             points = simulate(p50 / ratio, np.random.default_rng([seed, rep, 1]), sizes, seeds)
             r = joint_benefit(alone, fit_transition(*points, n_boot=n_boot, seed=rep + 1), seed=rep)
             for prefix in ("", "p50_"):
-                if r[f"{prefix}verdict"] in ("benefit", "harm"):
-                    called[ratio][f"{prefix}{r[prefix + 'verdict']}"] += 1
+                if r[f"{prefix}verdict"] in keys:
+                    called[ratio][prefix + keys[r[f"{prefix}verdict"]]] += 1
     design = {"reps": reps, "n_boot": n_boot, "seeds": seeds, "widths": len(sizes), "sizes": [int(p) for p in sizes]}
     return [
         {**design, "ratio": ratio, **{k: v / reps for k, v in {**covered, **called[ratio]}.items()}} for ratio in ratios

@@ -51,16 +51,23 @@ def calibration_block(root: Path) -> str:
         lines += [
             f"Design `{design}` ({r0['experiment']}): {r0['widths']} widths, {fmt_num(r0['sizes'][0])} to "
             f"{fmt_num(r0['sizes'][-1])} parameters, {r0['seeds']} seeds; {r0['reps']} planted pairs per row, "
-            f"{r0['n_boot']} bootstrap replicates per fit.",
+            f"{r0['n_boot']} bootstrap replicates per fit. Share of pairs given each verdict:",
             "",
-            "| planted ratio | P* interval covers the truth | P50 interval covers the truth | P* verdict: benefit | "
-            "P* verdict: harm | P50 verdict: benefit | P50 verdict: harm |",
-            "|---|---|---|---|---|---|---|",
+        ]
+        counted = [v for v in ("benefit", "harm", "no_benefit") if v in r0]  # the verdicts these rows count
+        names = [f"{view} {v.replace('_', ' ')}" for view in ("P*", "P50") for v in counted]
+        lines += [
+            "| planted ratio | P* interval covers the truth | P50 interval covers the truth | "
+            + " | ".join(names)
+            + " |",
+            "|---|---|---|" + "---|" * len(names),
         ]
         for r in rs:
+            verdicts = [r[f"{p}{v}"] for p in ("", "p50_") for v in counted]
             lines.append(
-                f"| {r['ratio']:g} | {r['pstar_covered']:.0%} | {r['p50_covered']:.0%} | {r['benefit']:.0%} | "
-                f"{r['harm']:.0%} | {r['p50_benefit']:.0%} | {r['p50_harm']:.0%} |"
+                f"| {r['ratio']:g} | {r['pstar_covered']:.0%} | {r['p50_covered']:.0%} | "
+                + " | ".join(f"{v:.0%}" for v in verdicts)
+                + " |"
             )
         power = [r["ratio"] for r in rs if r["ratio"] > 1 and r["benefit"] >= 0.8]
         power50 = [r["ratio"] for r in rs if r["ratio"] > 1 and r["p50_benefit"] >= 0.8]
