@@ -57,7 +57,10 @@ def main():
     unknown = sorted(set(designs) - set(DESIGNS))
     if unknown:
         ap.error(f"unknown design(s) {', '.join(unknown)}; have {', '.join(DESIGNS)}")
-    ratios = tuple(float(r) for r in a.ratios.split(","))
+    try:
+        ratios = tuple(float(r) for r in a.ratios.split(","))
+    except ValueError:
+        ap.error(f"--ratios takes numbers separated by commas, not {a.ratios!r}")
     with ProcessPoolExecutor(a.workers) as pool:  # one design per task
         rows = [r for f in [pool.submit(_rows, d, a.reps, a.n_boot, ratios) for d in designs] for r in f.result()]
     out = Path(a.out)
