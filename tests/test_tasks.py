@@ -16,6 +16,8 @@ from jointtask.tasks.spec import DataConfig
 
 from .conftest import run_cli
 
+STRICT = DataConfig(protocol="strict")
+
 LISTOPS_OPS, PERM_OPS = list(ListOps.OPS), list(Permutations.OPS)
 
 # ---- an independent evaluator: works on token lists, knows nothing of the package's trees ----
@@ -147,7 +149,7 @@ perm_task = st.builds(
 def test_listops_chain_of_thought_is_right(task, seed):
     family = task.family(seed)
     ev = lambda op, xs: str(brute_listops(op, xs, task.modulus, family.sadd_perm))
-    for s in generate(task, 30, seed, "train", 0.2):
+    for s in generate(task, 30, seed, "train", STRICT):
         check_chain(s.tokens, ev)
         assert s.answer == s.tokens[-2] and s.prompt[-1] == "="
         assert all(tok in ("(", ")", "=", "<eos>") or tok in task.ops or int(tok) < task.modulus for tok in s.tokens)
@@ -157,7 +159,7 @@ def test_listops_chain_of_thought_is_right(task, seed):
 @given(perm_task, st.integers(0, 2**31))
 def test_permutation_chain_of_thought_is_right(task, seed):
     ev = lambda op, xs: f"p{brute_perm(op, xs, task.degree)}"
-    for s in generate(task, 30, seed, "train", 0.2):
+    for s in generate(task, 30, seed, "train", STRICT):
         check_chain(s.tokens, ev)
 
 
@@ -189,7 +191,7 @@ def test_sadd_is_add_relabelled(n, seed, raw):
 def test_tokens_survive_encode_and_decode(task, seed):
     vocab = Vocab(task.family(seed))
     assert len(set(vocab.tokens)) == len(vocab.tokens)
-    for s in generate(task, 20, seed, "train", 0.2):
+    for s in generate(task, 20, seed, "train", STRICT):
         assert vocab.decode(vocab.encode(s.tokens)) == s.tokens
         assert len(s.tokens) <= context_length(task)
 
@@ -237,7 +239,7 @@ def test_no_training_sample_evaluates_a_held_out_expression(task, seed):
 
     def draw(count, s, split, unique=True):
         try:
-            return generate(task, count, s, split, 0.2, 0.1, unique=unique)
+            return generate(task, count, s, split, STRICT, unique=unique)
         except UserError:  # a tiny space (MAX mod 2 has 7 expressions) may leave a split empty
             return []
 
@@ -256,8 +258,8 @@ def test_held_out_expressions_are_unseen_in_every_argument_order():
     """The old failure: 95% of held-out ADD prompts (mod 10) had a reordering in training."""
     for n, depth in ((10, 1), (20, 2)):
         task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=n, max_depth=depth)
-        train = generate(task, 3000, 0, "train", 0.2, 0.1)
-        test = generate(task, 3000, 1, "test", 0.2, 0.1)
+        train = generate(task, 3000, 0, "train", STRICT)
+        test = generate(task, 3000, 1, "test", STRICT)
         trained = set().union(*(all_subexpressions(s.tokens) for s in train))
         assert not {parse(s.prompt[:-1])[0] for s in test} & trained
         if depth == 2:  # and nested test prompts stay unseen as sub-expressions and steps
@@ -363,7 +365,7 @@ def test_a_new_family_is_one_class():
         with pytest.raises(ValueError, match="power of 2"):
             TaskConfig(ops=["XOR"], modulus=6)
         task = TaskConfig(ops=["XOR", "SUB"], modulus=8, max_depth=2)
-        samples = generate(task, 300, seed=1, split="train", test_fraction=0.2)
+        samples = generate(task, 300, seed=1, split="train", data=STRICT)
         for s in samples:  # the answer is the brute-force value of the prompt
             assert s.tokens[-2] == f"b{_brute_bits(s.tokens[: s.tokens.index('=')])}"
         data = build_task_data(task, DataConfig(per_n=50, eval_count=20, eval_train_count=10), seed=0)
@@ -397,3 +399,81 @@ def _brute_bits(toks: list[str]) -> int:
         return (args[0] - sum(args[1:])) % 8, i + 1
 
     return expr(0)[0]
+
+
+# ---- the paper protocol, checked from the written samples with a scanner of its own ----
+
+
+def value_triples(tokens):
+    """Every three consecutive number tokens of a sample, as written."""
+    return {
+        tuple(map(int, tokens[i : i + 3]))
+        for i in range(len(tokens) - 2)
+        if all(is_value(t) for t in tokens[i : i + 3])
+    }
+
+
+def atomic(tokens):
+    """Operations applied to numbers only, anywhere in a chain of thought, up to argument order."""
+    out = []
+    for i, t in enumerate(tokens[:-1]):
+        if t in LISTOPS_OPS and tokens[i + 1] == "(":
+            j = tokens.index(")", i)
+            if all(is_value(a) for a in tokens[i + 2 : j]):
+                out.append((t, tuple(sorted(int(a) for a in tokens[i + 2 : j]))))
+    return out
+
+
+def test_paper_protocol_holds_out_ordered_triples(tmp_path):
+    from jointtask.tasks.dataset import heldout_tuples
+
+    rows = {}
+    for split, count in (("train", 20000), ("validation", 400), ("test", 400)):  # train: per_n 1000 x 20
+        f = tmp_path / f"{split}.jsonl"
+        args = ["--protocol", "paper", "--ops", "ADD,MAX,MED", "--modulus", "20", "--max-depth", "2"]
+        r = run_cli("data", *args, "--split", split, "--count", str(count), "--seed", "1", "--out", f)
+        assert r.returncode == 0, r.stderr
+        rows[split] = [json.loads(x)["tokens"] for x in f.read_text().splitlines()]
+    held = heldout_tuples(20, 3, DataConfig(), seed=0)
+    both = held["validation"] | held["test"]
+    assert not held["validation"] & held["test"]
+    assert all(len(set(t)) == 3 and all(0 <= v < 20 for v in t) for t in both)
+    assert 0.9 * 0.05 * 20**3 <= len(both) <= 0.05 * 20**3  # 5% of n^3 draws, a few repeats collapse
+    assert 0.2 < len(held["validation"]) / len(both) < 0.45  # validation : test = 0.1 : 0.2
+    for tokens in rows["train"]:
+        assert not value_triples(tokens) & both
+    for tokens in rows["validation"]:
+        assert value_triples(tokens) & held["validation"] and not value_triples(tokens) & held["test"]
+    for tokens in rows["test"]:
+        assert value_triples(tokens) & held["test"]
+    prompts = {s: {" ".join(t[: t.index("=")]) for t in rows[s]} for s in rows}
+    assert not prompts["train"] & prompts["validation"] and not prompts["train"] & prompts["test"]
+    assert not prompts["validation"] & prompts["test"]
+    # the atomic steps of test samples, up to argument order, are mostly evaluated in training
+    trained = {a for t in rows["train"] for a in atomic(t)}
+    steps = [a for t in rows["test"] for a in atomic(t)]
+    assert sum(a in trained for a in steps) / len(steps) > 0.75
+    # nested test samples exist, and another order of a held-out triple is trained on
+    assert any(t.count("=") > 1 for t in rows["test"])
+    assert any(tuple(reversed(x)) in {w for t in rows["train"] for w in value_triples(t)} for x in held["test"])
+
+
+def test_paper_protocol_bad_input(tmp_path):
+    r = run_cli("data", "--ops", "ADD", "--modulus", "20", "--protocol", "nope", "--out", tmp_path / "a.jsonl")
+    assert r.returncode == 2 and "protocol" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("data", "--ops", "ADD", "--modulus", "2", "--protocol", "paper", "--out", tmp_path / "a.jsonl")
+    assert r.returncode == 2 and "max_args" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "a.jsonl").exists()
+    with pytest.raises(UserError, match="max_args"):
+        from jointtask.train.config import config_from_dict
+
+        config_from_dict({"task": {"ops": ["ADD"], "modulus": 2}, "data": {"protocol": "paper"}})
+
+
+def test_paper_protocol_depth_one_test_set_is_whole_and_its_steps_trained():
+    task = TaskConfig(ops=["ADD"], modulus=20, max_depth=1)
+    d = build_task_data(task, DataConfig(per_n=1000, eval_count=400), seed=0)
+    assert d.test_space["ADD"] == len(d.test_sets["ADD"])  # every held-out ADD triple is scored
+    assert d.steps_seen["ADD"] > 0.8
+    strict = build_task_data(task, DataConfig(per_n=200, eval_count=50, protocol="strict"), seed=0)
+    assert strict.steps_seen["ADD"] == 0.0  # strict at depth 1: a test prompt is its only step, never trained

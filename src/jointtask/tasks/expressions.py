@@ -62,15 +62,16 @@ def chain_of_thought(tree: Tree, family) -> list[str]:
     return tokens + ["<eos>"]
 
 
-def canonical(tree: Tree) -> str:
+def canonical(tree: Tree, up_to_symmetry: bool = True) -> str:
     """The expression up to the symmetries of its operations (their `Op.symmetry`), bottom-up:
     two trees have the same canonical form exactly when one is a reordering of the other's
-    arguments that no operation can tell apart."""
+    arguments that no operation can tell apart. With `up_to_symmetry` False: the expression as
+    written, in the same notation."""
     if isinstance(tree, int):
         return str(tree)
     op, args = tree
-    parts = [canonical(a) for a in args]
-    kind = symmetry_of(op)
+    parts = [canonical(a, up_to_symmetry) for a in args]
+    kind = symmetry_of(op) if up_to_symmetry else "ordered"
     if kind == "multiset":
         parts = sorted(parts)
     elif kind == "alternating":

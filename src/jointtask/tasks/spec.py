@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional, Union
 
 from pydantic import field_validator, model_validator
 
@@ -61,8 +61,14 @@ class TaskConfig(Strict):
 
 class DataConfig(Strict):
     per_n: int = 2000  # training samples per value of n (n = modulus, or |S_k|)
-    test_fraction: float = 0.2  # share of expressions (by hash, up to symmetry) reserved for test
-    validation_fraction: float = 0.1  # and for validation (early stopping, model selection)
+    # How held-out samples are chosen (docs/definitions.md, "Splits"). "paper": the paper group's
+    # rule, held-out ordered tuples of max_args distinct values; "strict": held-out expressions
+    # up to the symmetries of their operations.
+    protocol: Literal["paper", "strict"] = "paper"
+    test_fraction: float = 0.2  # strict: share of expressions (by hash) in test; paper: test's share of held-out tuples, against validation's
+    validation_fraction: float = 0.1  # strict: and in validation (early stopping, model selection)
+    heldout_rate: float = 0.05  # paper: tuples drawn, as a share of n ** max_args
+    heldout_seed: Union[int, Literal["run"]] = 0  # paper: seed of the held-out draw; "run": each run's seed
     eval_count: int = 400  # distinct expressions per validation and per test set (fewer if the split holds fewer)
     eval_train_count: int = 200  # distinct training expressions per op, to see memorisation
     eval_ops: Optional[list[str]] = None  # ops with their own eval sets; None: every op of the family
@@ -74,6 +80,10 @@ class DataConfig(Strict):
                 raise ValueError(f"data.{name} must be >= 0, got {getattr(self, name)}")
         if self.eval_count < 1:
             raise ValueError(f"data.eval_count must be >= 1, got {self.eval_count}")
+        if not 0.0 < self.heldout_rate < 1.0:
+            raise ValueError(f"data.heldout_rate must be in (0, 1), got {self.heldout_rate}")
+        if self.heldout_seed != "run" and self.heldout_seed < 0:
+            raise ValueError(f"data.heldout_seed must be >= 0, got {self.heldout_seed}")
         if not (
             0.0 < self.test_fraction < 1.0
             and 0.0 < self.validation_fraction < 1.0
@@ -86,9 +96,25 @@ class DataConfig(Strict):
         return self
 
 
+def check_protocol(task: TaskConfig, data: DataConfig) -> None:
+    """Raise UserError when the data's split protocol cannot apply to the task: the paper
+    protocol holds out tuples of max_args distinct values, so the family needs that many."""
+    if data.protocol == "paper":
+        n = task.family().n_values
+        if not 2 <= task.max_args <= n:
+            raise UserError(
+                f"data.protocol 'paper' holds out tuples of max_args distinct values: needs 2 <= max_args <= "
+                f"{n} (the values of the task), got max_args {task.max_args}; use data.protocol = 'strict'"
+            )
+
+
 def split_ops(text: str) -> list[str]:
-    """'add+max', 'ADD,MAX' -> ['ADD', 'MAX']: the one spelling rule for a list of operations."""
-    return [s.strip().upper() for s in text.replace(",", "+").split("+") if s.strip()]
+    """'add+max', 'ADD,MAX' -> ['ADD', 'MAX']: the one spelling rule for a list of operations. An
+    empty name ('ADD++MAX', 'ADD+') is refused."""
+    parts = [s.strip().upper() for s in text.replace(",", "+").split("+")]
+    if any(not p for p in parts):
+        raise UserError(f"malformed list of operations {text!r}: an empty name between separators")
+    return parts
 
 
 def parse_ops(text: str) -> list[str]:
@@ -98,4 +124,13 @@ def parse_ops(text: str) -> list[str]:
     return ops
 
 
-__all__ = ["TaskConfig", "DataConfig", "Strict", "UserError", "validation_message", "parse_ops", "split_ops"]
+__all__ = [
+    "TaskConfig",
+    "DataConfig",
+    "check_protocol",
+    "Strict",
+    "UserError",
+    "validation_message",
+    "parse_ops",
+    "split_ops",
+]
