@@ -97,8 +97,8 @@ def test_transfer_experiment_starts_from_pretrained_weights(tmp_path):
     assert (tmp_path / "t" / "report" / "transfer.png").stat().st_size > 1000
     # in one cohort (the pretraining run first, as a cohort of its own): the same runs and results
     c = run_sweep(exp, tmp_path / "c", LocalExecutor(1), cohort_size=3)
-    assert c["failed"] == 0 and c["done"] == 3 and len(c["cohorts"]) == 1
-    assert c["cohorts"][0].startswith("width 8: cohort size 3:")
+    assert c["failed"] == 0 and c["done"] == 3 and len(c["notes"]) == 1
+    assert c["notes"][0].startswith("width 8: cohort size 3:")
     dc = collect(tmp_path / "c")
     assert list(dc.run_id) == list(df.run_id) and (dc.steps == df.steps).all()
     assert (dc.accuracy - df.accuracy).abs().max() <= 0.02

@@ -48,7 +48,7 @@ def adaptive_sweep(
     grid = exp.sweep.width_list()
     coarse = sorted({grid[0], int(round(np.sqrt(grid[0] * grid[-1]))), grid[-1]})
     widths = {m: set(coarse) for m in exp.sweep.mixtures}
-    total = {"done": 0, "failed": 0, "skipped": 0, "failures": []}
+    total: dict = {"done": 0, "failed": 0, "skipped": 0, "failures": [], "notes": [], "diverged": []}
 
     fresh = [replan]  # only the first round may replace an existing plan
 
@@ -58,7 +58,8 @@ def adaptive_sweep(
         fresh[0] = False
         for k in ("done", "failed", "skipped"):
             total[k] += s[k]
-        total["cohorts"] = s["cohorts"]
+        total["notes"] += s["notes"]
+        total["diverged"] += s["diverged"]
         total["failures"] += s["failures"]
 
     run(widths)

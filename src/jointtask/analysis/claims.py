@@ -13,13 +13,17 @@ Otherwise the row says "not decided" and why.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import tomllib
+from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
+from pydantic import ValidationError
 
 from ..errors import UserError
-from .tables import transitions
+from ..schema import Strict
+from .tables import budget_limited, check_results, improving_share, transitions
 from .transition import N_BOOT, joint_benefit
 
 MIN_SEEDS, MIN_WIDTHS = 8, 5
@@ -49,8 +53,10 @@ def fmt_interval(value, lo, hi, censored: str = "none", p_min=None, p_max=None, 
     return f"{sign}{fmt_num(value)} [{fmt_num(lo)}, {fmt_num(hi)}]"
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(Strict):
+    """A row of the claims table: a claim of the paper and the result table that tests it
+    (src/jointtask/presets/claims.toml lists them)."""
+
     claim: str
     paper: str
     source: str  # directory name
@@ -59,123 +65,25 @@ class Claim:
     target: str = "ADD"
     baseline: str = "ADD"
     mixture: str = ""  # empty: the C1 difficulty ordering
-    expects: str = "benefit"  # what the paper claims: "benefit" or "no benefit"
+    expects: Literal["benefit", "no benefit"] = "benefit"
 
 
-CLAIMS = [
-    Claim(
-        "C2",
-        "ADD+MAX+MED lowers ADD's transition 2-7x",
-        "quick",
-        "mod 10, depth 1, equal steps",
-        "jointtask reproduce quick --out runs/quick",
-        mixture="ADD+MAX+MED",
-    ),
-    Claim(
-        "C1",
-        "MAX, MIN, MED easy; ADD hardest",
-        "cpu-c1",
-        "mod 10, depth 1",
-        "jointtask sweep experiments/cpu/c1.toml --out runs/cpu-c1",
-    ),
-    Claim(
-        "C2",
-        "ADD+MAX+MED lowers ADD's transition 2-7x",
-        "cpu-exposure",
-        "mod 10, depth 1, equal exposure",
-        "jointtask sweep experiments/cpu/exposure.toml --out runs/cpu-exposure",
-        mixture="ADD+MAX+MED",
-    ),
-    Claim(
-        "C2",
-        "ADD+MAX+MED lowers ADD's transition 2-7x",
-        "cpu-exposure",
-        "mod 10, as above, against ADD alone for the mixture's steps (9,000)",
-        "jointtask sweep experiments/cpu/exposure.toml --out runs/cpu-exposure",
-        mixture="ADD+MAX+MED",
-        baseline="ADD@9000",
-    ),
-    Claim(
-        "C2",
-        "ADD+MAX+MED lowers ADD's transition 2-7x",
-        "device-c2",
-        "mod 20, depth 1, equal steps (GPU)",
-        "jointtask sweep experiments/paper/device-c2.toml --out runs/device-c2",
-        mixture="ADD+MAX+MED",
-    ),
-    Claim(
-        "C3",
-        "ADD+PROD (n=20) lowers ADD's transition ~3.6x",
-        "cpu-c3c5",
-        "mod 10 analogue, depth 1",
-        "jointtask sweep experiments/cpu/c3c5.toml --out runs/cpu-c3c5",
-        mixture="ADD+PROD",
-    ),
-    Claim(
-        "C3",
-        "ADD+PROD (n=20) lowers ADD's transition ~3.6x",
-        "device-c3",
-        "mod 20 (GPU)",
-        "jointtask sweep experiments/paper/device-c3.toml --out runs/device-c3",
-        mixture="ADD+PROD",
-    ),
-    Claim(
-        "C4",
-        "ADD+PROD with a prime modulus: no benefit",
-        "cpu-add-prod-mod11",
-        "mod 11 analogue",
-        "jointtask sweep experiments/cpu/add-prod-mod11.toml --out runs/cpu-add-prod-mod11",
-        mixture="ADD+PROD",
-        expects="no benefit",
-    ),
-    Claim(
-        "C5",
-        "ADD+NADD: no benefit",
-        "cpu-c3c5",
-        "mod 10, depth 1",
-        "jointtask sweep experiments/cpu/c3c5.toml --out runs/cpu-c3c5",
-        mixture="ADD+NADD",
-        expects="no benefit",
-    ),
-    Claim(
-        "C6",
-        "shuffled ADD with easy ops: no benefit",
-        "cpu-c6",
-        "mod 10, depth 1",
-        "jointtask sweep experiments/cpu/c6.toml --out runs/cpu-c6",
-        target="SADD",
-        baseline="SADD",
-        mixture="SADD+MAX+MED",
-        expects="no benefit",
-    ),
-    Claim(
-        "C7",
-        "permutation products easier with compatible easy tasks",
-        "device-c7",
-        "S_4 (GPU)",
-        "jointtask sweep experiments/paper/device-c7.toml --out runs/device-c7",
-        target="PMUL",
-        baseline="PMUL",
-        mixture="PMUL+PMAX+PMIN",
-    ),
-    Claim(
-        "C9",
-        "MAX+MED pretraining, then ADD, learns smaller (~7x)",
-        "cpu-transfer",
-        "mod 10, 1,500 pretraining + 3,000 ADD steps",
-        "jointtask sweep experiments/cpu/transfer.toml --out runs/cpu-transfer",
-        mixture="MAX+MED>ADD",
-    ),
-    Claim(
-        "C9",
-        "MAX+MED pretraining, then ADD, learns smaller (~7x)",
-        "cpu-transfer",
-        "mod 10, as above, against ADD alone for the pretraining steps added (4,500)",
-        "jointtask sweep experiments/cpu/transfer.toml --out runs/cpu-transfer",
-        mixture="MAX+MED>ADD",
-        baseline="ADD@4500",
-    ),
-]
+def load_claims(path: Path | None = None) -> list[Claim]:
+    """The claims table's rows, in order (default: the packaged claims.toml)."""
+    path = path or Path(str(resources.files("jointtask") / "presets" / "claims.toml"))
+    try:
+        rows = tomllib.loads(path.read_text())["claim"]
+        return [Claim.model_validate(r) for r in rows]
+    except (OSError, KeyError, tomllib.TOMLDecodeError, ValidationError) as e:
+        raise UserError(f"cannot read the claims file {str(path)!r}: {e}") from None
+
+
+CLAIMS = load_claims()
+
+
+def source_names() -> set[str]:
+    """The result directories that claims are read from."""
+    return {c.source for c in CLAIMS}
 
 
 def load_results(directory: Path) -> pd.DataFrame:
@@ -190,10 +98,29 @@ def load_results(directory: Path) -> pd.DataFrame:
         raise UserError(f"cannot read {str(f)!r}: {e}") from None
 
 
+def protocol_of(df: pd.DataFrame) -> str:
+    """The split protocol of a results table: its `protocol` column; tables written before
+    protocols existed are 'strict' when they count test expressions, else 'old split'."""
+    if "protocol" in df and df.protocol.notna().any():
+        names = sorted(set(df.protocol.dropna()))
+        if len(names) > 1:
+            raise UserError(f"a results table mixes split protocols ({', '.join(names)})")
+        return names[0]
+    return "strict" if "test_scored" in df else "old split"
+
+
+PROTOCOL_TEXT = {
+    "paper": "paper protocol (held-out ordered triples)",
+    "strict": "strict protocol (test unseen up to argument order)",
+    "old split": "old split (test prompts may reorder training prompts)",
+}
+
+
 def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, bool]:
     """'seeds x widths 8x5 / 8x5; ...' for the (mixture, target op) curves, and whether that
     design may give a verdict."""
-    parts, ok, ws = [], "test_scored" in df, set()
+    protocol = protocol_of(df)
+    parts, ok, ws = [], protocol != "old split", set()
     for m, op in curves:
         g = df[(df.mixture == m) & (df.target_op == op)]
         seeds, widths = g.seed.nunique(), g.width.nunique()
@@ -201,12 +128,17 @@ def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, bool]:
         parts.append(f"{seeds}x{widths}")
         ws |= set(g.width)
     span = f"widths {min(ws)}-{max(ws)}, " if ws else ""
-    text = f"{span}seeds x widths {' / '.join(parts)}; " + (
-        "test unseen up to argument order"
-        if "test_scored" in df
-        else "old split (test prompts may reorder training prompts)"
-    )
-    return text, ok
+    return f"{span}seeds x widths {' / '.join(parts)}; {PROTOCOL_TEXT[protocol]}", ok
+
+
+def budget_note(df: pd.DataFrame, fits: dict, curves: list[tuple[str, str]]) -> str:
+    """'; budget-limited' when a curve's runs around its transition were mostly still learning
+    when their budget ran out (tables.BUDGET_LIMITED_SHARE of them or more)."""
+    for m, op in curves:
+        g = df[(df.mixture == m) & (df.target_op == op)]
+        if (m, op) in fits and budget_limited(improving_share(g, fits[(m, op)])):
+            return "; budget-limited"
+    return ""
 
 
 def _claim_verdict(c: Claim, r: dict, decided: bool) -> str:
@@ -242,6 +174,7 @@ def claim_rows(sources: dict[str, pd.DataFrame], n_boot: int = N_BOOT, fits: dic
     `tables.transitions` fits of that table) spares refitting; each curve is fitted once."""
     fits = dict(fits or {})
     for name, df in sources.items():
+        check_results(df)  # the whole table: a bad row outside the claims' curves is an error too
         if name not in fits:
             wanted = {k for c in CLAIMS if c.source == name for k in curves_of(c)}
             keep = [(m, op) in wanted for m, op in zip(df.mixture, df.target_op)]
@@ -266,11 +199,14 @@ def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
             f"{_pstar(fits[curves[1]])} in {c.mixture}"
         )
         verdict = _claim_verdict(c, r, ok)
+    if not verdict.startswith("not decided"):
+        verdict += budget_note(df, fits, curves)
     return {
         "claim": c.claim,
         "the paper": c.paper,
         "ours, 95% interval": ours,
         "scale": c.scale,
+        "protocol": protocol_of(df),
         "design": text,
         "verdict": verdict,
         "source": c.source,

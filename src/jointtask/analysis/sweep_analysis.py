@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UserError
 from ..fileio import atomic_write_text
 from ..sweep.experiment import Label
 from ..sweep.results import collect, load_plan
@@ -28,15 +29,20 @@ def load_run(run_dir: Path):
     cfg = load_config(run_dir / CONFIG)
     data = build_task_data(cfg.task, cfg.data, cfg.seed)
     model = build_model(cfg, len(data.vocab))
-    model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
+    try:
+        model.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
+    except UserError as e:
+        raise UserError(f"{e}: remove {str(run_dir)!r} and run its sweep again to retrain it") from None
     return cfg, data, model.eval()
 
 
 def representative_runs(out: Path, df: pd.DataFrame, width: int | None = None) -> dict[str, dict]:
     """One run per mixture for embedding and ablation analyses: the given width (default: the
-    largest width swept by every mixture), lowest seed."""
+    largest width swept by every mixture), lowest seed, among the finished runs whose checkpoint
+    is on disk (a directory of run records keeps checkpoints for these runs only)."""
     plan = pd.DataFrame(load_plan(out))
     done = plan[plan.run_id.isin(df.run_id)]
+    done = done[[(out / "runs" / rid / CHECKPOINT).is_file() for rid in done.run_id]]
     if done.empty:
         return {}
     if width is None:

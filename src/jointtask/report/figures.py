@@ -15,7 +15,7 @@ from ..analysis.transition import FRAC, LEARNED_FLOOR, logistic  # noqa: E402
 
 DEF_NOTE = (
     f"fit: logistic in log P; P* = smallest P where the fit reaches {FRAC:.0%} of its asymptote "
-    f"(ours, SPEC 4); censored if the asymptote < {LEARNED_FLOOR} or the level is not reached in range"
+    f"(ours; docs/definitions.md, Transitions); censored if the asymptote < {LEARNED_FLOOR} or the level is not reached in range"
 )
 
 

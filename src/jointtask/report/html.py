@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import __version__
 from ..analysis.claims import fmt_interval
+from ..analysis.tables import BUDGET_LIMITED_SHARE
 from ..analysis.sweep_analysis import Analysis, analyze_sweep
 from ..analysis.transition import FRAC, LEARNED_FLOOR, N_BOOT, SUCCESS
 from ..fileio import atomic_write_text
@@ -70,13 +71,18 @@ def _ratio_text(r, prefix: str = "") -> str:
 
 
 def write_report(
-    out: str | Path, n_boot: int = N_BOOT, n_perm: int = 999, width: int | None = None, claims_source: str | None = None
+    out: str | Path,
+    n_boot: int = N_BOOT,
+    n_perm: int = 999,
+    width: int | None = None,
+    claims_source: str | None = None,
+    report: str | Path | None = None,
 ) -> tuple[Path, Analysis]:
-    """Analyse the sweep in OUT and write OUT/report/: the analysis' tables, then index.html and
-    its figures. With `claims_source` (a preset's name), the claims whose source it is head the
-    page. Returns the page and the analysis."""
+    """Analyse the sweep in OUT and write `report` (default OUT/report/): the analysis' tables,
+    then index.html and its figures. With `claims_source` (a claims source's name), the claims
+    whose source it is head the page. Returns the page and the analysis."""
     out = Path(out)
-    rep = out / "report"
+    rep = Path(report) if report is not None else out / "report"
     a = analyze_sweep(out, n_boot=n_boot, n_perm=n_perm, width=width, claims_source=claims_source)  # first: refuses
     rep.mkdir(parents=True, exist_ok=True)  # a directory with no sweep before anything is written
     marker = rep / "INCOMPLETE"  # removed once index.html is written: a killed analyze leaves it behind
@@ -85,6 +91,17 @@ def write_report(
     atomic_write_text(rep / "index.html", render(a, out, rep))
     marker.unlink()
     return rep / "index.html", a
+
+
+def _protocols(df) -> str:
+    return ", ".join(sorted(set(df.protocol.dropna()))) if "protocol" in df and len(df) else "strict"
+
+
+def _test_sets(df):
+    """One row per target op: protocol, distinct test samples scored and in the split, share of
+    their atomic steps evaluated in training (the same for every run of an op and protocol)."""
+    cols = [c for c in ("protocol", "test_scored", "test_exist", "test_steps_seen") if c in df]
+    return df.groupby("target_op", as_index=False)[cols].first()
 
 
 def render(a: Analysis, out: Path, rep: Path) -> str:
@@ -96,11 +113,20 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
         f"<h1>jointtask report: {html.escape(name)}</h1>",
         f"<p class=note>jointtask {__version__}, generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from "
         f"<code>{html.escape(str(out))}</code>: {len(df.run_id.unique())} finished runs. "
-        f"Accuracy: greedy decoding from the prompt, exact match of the final answer, on test expressions: "
-        f"unseen in training up to the symmetries of their operations, never read for early stopping "
-        f"(docs/definitions.md). Tables beside this page: results.csv, transitions.csv, ratios.csv, "
-        f"embeddings.csv, ablations.csv, claims.csv.</p>",
+        f"Accuracy: greedy decoding from the prompt, exact match of the final answer, on test samples "
+        f"held out under the {html.escape(_protocols(df))} split protocol "
+        f"(docs/definitions.md, Splits), never read for early stopping. Tables beside this page: results.csv, "
+        f"transitions.csv, ratios.csv, embeddings.csv, ablations.csv, claims.csv.</p>",
     ]
+    if not df.empty:
+        parts.append("<h2>Test sets</h2>")
+        parts.append(
+            "<p class=note>Per operation: distinct test samples scored and in the split (depth 1; nested "
+            "expressions are not enumerated), and the share of their atomic steps (an operation applied to "
+            "numbers, up to argument order) that training samples evaluate: near all under the paper "
+            "protocol, none of the prompts under the strict one.</p>"
+        )
+        parts.append(_table(_test_sets(df)))
     if not claims.empty:
         parts.append(
             "<h2>Claims</h2>" + _table(claims, ["claim", "the paper", "ours, 95% interval", "design", "verdict"])
@@ -113,15 +139,16 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
 
     parts.append("<h2>Learning transitions</h2>")
     parts.append(
-        f"<p class=note>Definitions (ours, SPEC 4; docs/definitions.md): P* = smallest size at which a "
+        f"<p class=note>Definitions (ours; docs/definitions.md, Transitions): P* = smallest size at which a "
         f"logistic fit in log(params) reaches {FRAC:.0%} of its asymptote; P50 = size at which half the seeds "
         f"reach test accuracy {SUCCESS} (logistic regression of success on log(params)). 95% percentile "
         f"bootstrap over seeds, never narrower than the two swept sizes around the estimate. Censored: "
         f"'&gt;' when not reached by the largest size (P*: also when the asymptote is below "
         f"{LEARNED_FLOOR}), '&lt;' when reached at the smallest. A curve with fewer than 3 widths or 3 "
-        f"seeds gets no fit. test_scored / test_exist: distinct test expressions scored / in the split "
-        f"(depth 1; nested expressions are not enumerated). Raw points are shown beside each curve: "
-        f"test accuracy need not rise with width.</p>"
+        f"seeds gets no fit. improving_share: the share of runs at the two sizes around the transition "
+        f"whose validation accuracy was still rising when their budget ran out (a curve is budget-limited "
+        f"from {BUDGET_LIMITED_SHARE:.0%}). Raw points are shown beside each curve: test accuracy need not "
+        f"rise with width.</p>"
     )
     if not trans.empty:
         t = trans.copy()
@@ -140,8 +167,7 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
                     "n_runs",
                     "n_seeds",
                     "widths",
-                    "test_scored",
-                    "test_exist",
+                    "improving_share",
                 ],
             )
         )
@@ -151,7 +177,8 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
 
     parts.append("<h2>Joint-benefit ratios</h2>")
     parts.append(
-        "<p class=note>ratio = P(target alone) / P(target within the mixture), for P* and for P50 (SPEC 4); "
+        "<p class=note>ratio = P(target alone) / P(target within the mixture), for P* and for P50 "
+        "(docs/definitions.md, Ratios); "
         "unpaired bootstrap interval. Verdicts: benefit (interval above 1), harm (below 1), no benefit "
         "(contains 1, inside (1/2, 2)), inconclusive (otherwise). '&gt;' / '&lt;' mark bounds when one side "
         "is censored. 'joint, equal steps': against the target alone trained for the mixture's own steps "
@@ -174,7 +201,7 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
         parts.append("<h2>Embedding structure</h2>")
         parts.append(
             "<p class=note>One run per mixture (same width, lowest seed). PCA of the cosine-similarity "
-            "matrix of the number-token embeddings (SPEC 5). Separation score (ours): (mean between-class "
+            "matrix of the number-token embeddings (docs/definitions.md, Embeddings). Separation score (ours): (mean between-class "
             "minus mean within-class distance) / mean distance, in the top 3 PCs; p-value from 999 "
             "label permutations. Ordering: |Spearman rho| of value against PC1.</p>"
         )
@@ -190,7 +217,7 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
         parts.append("<h2>Transfer</h2>")
         parts.append(
             "<p class=note>'A>B': pretrained on A, then trained on B for the same steps as B from scratch "
-            "(SPEC 6). Mean and standard deviation over seeds.</p>"
+            "(docs/definitions.md, Transfer). Mean and standard deviation over seeds.</p>"
         )
         parts.append(_table(a.transfer))
         parts.append(_img(figures.transfer_plot(a.transfer, rep / "transfer.png"), "transfer curves"))
@@ -200,7 +227,7 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
         parts.append(
             "<p class=note>Each sublayer's output replaced by zeros or by its mean over the evaluation "
             "expressions, at every pass ('all') or one pass; drop in test accuracy; mean L2 norm of the "
-            "sublayer's residual update (SPEC 6).</p>"
+            "sublayer's residual update (docs/definitions.md, Ablations).</p>"
         )
         parts.append(
             _table(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..fileio import read_jsonl
 from ..train import run_dir
 from .runner import load_plan
 
@@ -25,11 +26,14 @@ COLUMNS = [
     "accuracy_train",
     "test_scored",
     "test_exist",
+    "test_steps_seen",
     "budget_steps",
     "steps",
     "tokens_seen",
     "train_seconds",
     "stop_reason",
+    "still_improving",
+    "protocol",
 ]
 
 
@@ -37,11 +41,14 @@ def collect(out: str | Path) -> pd.DataFrame:
     out = Path(out)
     rows = []
     for p in load_plan(out):
-        r = run_dir.read_result(out / "runs" / p["run_id"])
+        r = run_dir.read_result(out / "runs" / p["run_id"], p["run_id"])
         if r is None:  # not finished, or an unreadable record (the next sweep recomputes it)
             continue
+        improving = r.still_improving or run_dir.still_improving(
+            read_jsonl(out / "runs" / p["run_id"] / run_dir.METRICS), p["steps"], r.stop_reason
+        )
         for op in p["targets"]:
-            if op not in r.accuracy:
+            if op not in r.accuracy and not (r.stop_reason == "diverged" and op in r.test_expressions):
                 continue
             rows.append(
                 {
@@ -52,16 +59,19 @@ def collect(out: str | Path) -> pd.DataFrame:
                     "seed": p["seed"],
                     "params": r.params,
                     "params_non_embedding": r.params_non_embedding,
-                    "accuracy": r.accuracy[op],
+                    "accuracy": r.accuracy.get(op, float("nan")),  # a diverged run: no accuracy
                     "accuracy_validation": r.accuracy_validation.get(op),
-                    "accuracy_train": r.accuracy_train.get(op),
+                    "accuracy_train": r.accuracy_train.get(op, float("nan")),
                     "test_scored": r.test_expressions[op].scored,
                     "test_exist": r.test_expressions[op].exist,
+                    "test_steps_seen": r.test_expressions[op].steps_seen,
                     "budget_steps": p["steps"],
                     "steps": r.steps,
                     "tokens_seen": r.tokens_seen,
                     "train_seconds": r.train_seconds,
                     "stop_reason": r.stop_reason,
+                    "still_improving": improving.get(op, False),
+                    "protocol": r.protocol,
                 }
             )
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -85,7 +95,7 @@ def status(out: str | Path) -> dict:
     active, failures = [], []
     for p in plan:
         rd = out / "runs" / p["run_id"]
-        s = run_dir.state(rd)
+        s = run_dir.state(rd, p["run_id"])
         if s == "started":
             s = "running" if driver_alive else "interrupted"
             active.append({**p, "step": run_dir.progress(rd), "state": s})

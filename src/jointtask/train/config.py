@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..fileio import stable_hash
 from ..model_config import ModelConfig
 from ..schema import Strict, validation_message
-from ..tasks.spec import DataConfig, TaskConfig
+from ..tasks.spec import DataConfig, TaskConfig, check_protocol
 
 
 class TrainConfig(Strict):
@@ -81,6 +81,10 @@ class RunConfig(Strict):
     def _seed(self):
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
+        try:
+            check_protocol(self.task, self.data)
+        except UserError as e:
+            raise ValueError(str(e)) from None
         return self
 
     def run_id(self) -> str:

@@ -1,0 +1,57 @@
+"""A sweep's records: what a finished run leaves that its numbers are read from (config.toml,
+result.json, metrics.jsonl), copied out of a sweep directory into one that can be committed or
+moved to another machine. A sweep run over such a directory trains nothing that is finished; the
+report is rebuilt from it (`jointtask analyze DIR`), with the checkpoints of the runs it reads.
+
+    DIR/experiment.json, plan.json, sweep_log.jsonl
+    DIR/runs/<run_id>/config.toml, result.json, metrics.jsonl   (checkpoint.pt: only where kept)
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Collection
+from pathlib import Path
+
+from ..errors import UserError
+from ..fileio import atomic_write_bytes
+from ..train import run_dir
+from ..train.run_dir import CHECKPOINT, CONFIG, METRICS, RESULT
+from .runner import SWEEP_LOG, load_plan
+
+RECORD_FILES = (CONFIG, METRICS, RESULT)  # result.json last: a run is in DIR once it is there whole
+
+
+def export_records(out: str | Path, dest: str | Path, checkpoints: Collection[str] = ()) -> dict:
+    """Copy the records of every finished run of the sweep in `out` into `dest` (and the
+    checkpoints of the runs in `checkpoints`). Runs already in `dest` are left as they are; a run
+    that is not finished is never copied. Returns counts: {'copied': n, 'present': n, 'unfinished': n}."""
+    out, dest = Path(out), Path(dest)
+    plan = load_plan(out)  # refuses a directory that holds no sweep
+    if dest.resolve() == out.resolve():
+        raise UserError("--out is the sweep directory itself")
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--out {str(dest)!r} is a file")
+    if (dest / "experiment.json").exists() and (dest / "experiment.json").read_bytes() != (
+        out / "experiment.json"
+    ).read_bytes():
+        raise UserError(f"{str(dest)!r} holds the records of another experiment")
+    dest.mkdir(parents=True, exist_ok=True)
+    counts = {"copied": 0, "present": 0, "unfinished": 0}
+    for p in plan:
+        src, dst = out / "runs" / p["run_id"], dest / "runs" / p["run_id"]
+        if run_dir.read_result(src, p["run_id"]) is None:
+            counts["unfinished"] += 1
+            continue
+        names = RECORD_FILES if p["run_id"] not in checkpoints else (CONFIG, METRICS, CHECKPOINT, RESULT)
+        if run_dir.read_result(dst, p["run_id"]) is not None and all((dst / n).exists() for n in names):
+            counts["present"] += 1
+            continue
+        for name in names:
+            atomic_write_bytes(dst / name, (src / name).read_bytes())
+        counts["copied"] += 1
+    for name in ("experiment.json", SWEEP_LOG, "plan.json"):  # the plan last: it names what is there
+        if (out / name).exists():
+            shutil.copyfile(out / name, dest / f".{name}.tmp")
+            (dest / f".{name}.tmp").replace(dest / name)
+    return counts

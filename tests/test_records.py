@@ -1,0 +1,97 @@
+"""Run records: the budget flag, a sweep resumed over records without checkpoints, a report
+rebuilt from records, and records that must not be trusted."""
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from jointtask.sweep.results import collect
+from jointtask.train.run_dir import IMPROVING_DELTA, still_improving
+
+from .conftest import ROOT, run_cli
+
+SMOKE = ROOT / "experiments" / "smoke.toml"
+
+
+def evals(accs, every=100):
+    return [{"step": every * (i + 1), "accuracy_validation": {"ADD": a}} for i, a in enumerate(accs)]
+
+
+def test_still_improving_reads_the_last_fifth_of_the_budget():
+    # 10 evaluations over 1,000 steps: the last fifth is steps 900 and 1,000
+    rising = evals([0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5 + IMPROVING_DELTA])
+    assert still_improving(rising, 1000, "budget") == {"ADD": True}
+    flat = evals([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.8, 0.8 + IMPROVING_DELTA / 2])
+    assert still_improving(flat, 1000, "budget") == {"ADD": False}
+    assert still_improving(rising, 1000, "ceiling") == {"ADD": False}  # stopped early: finished learning
+    assert still_improving(rising[:7], 1000, "budget") == {"ADD": False}  # no evaluation in the last fifth
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("records") / "sweep"
+    r = run_cli("sweep", SMOKE, "--out", out, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("analyze", out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_results_carry_protocol_and_budget_flag(smoke):
+    df = collect(smoke)
+    assert set(df.protocol) == {"paper"} and df.still_improving.dtype == bool
+    record = json.loads(next((smoke / "runs").glob("*/result.json")).read_text())
+    assert record["protocol"] == "paper" and set(record["still_improving"]) >= {"MAX"}
+    flags = {}
+    for rid in df.run_id:
+        rows = [json.loads(x) for x in (smoke / "runs" / rid / "metrics.jsonl").read_text().splitlines()]
+        rec = json.loads((smoke / "runs" / rid / "result.json").read_text())
+        flags[rid] = still_improving(rows, rec["steps"], rec["stop_reason"])["MAX"]
+    assert df.set_index("run_id").still_improving.to_dict() == flags
+    trans = pd.read_csv(smoke / "report" / "transitions.csv")
+    assert "improving_share" in trans.columns
+
+
+def test_a_sweep_over_records_trains_nothing_and_the_report_is_rebuilt(smoke, tmp_path):
+    rec = tmp_path / "records"
+    r = run_cli("export", smoke, "--out", rec)
+    assert r.returncode == 0, r.stderr and "8 runs copied" in r.stderr
+    kept = sorted(p.parent.name for p in (rec / "runs").glob("*/checkpoint.pt"))
+    assert len(kept) == 2  # the runs the report reads (one per mixture), no other checkpoint
+    assert not list(rec.rglob("*.lock")) and not list(rec.rglob("error.json"))
+    again = run_cli("export", smoke, "--out", rec)
+    assert again.returncode == 0 and "0 runs copied, 8 already there" in again.stderr
+    # resumed over records alone: nothing is trained, the table is the same
+    moved = tmp_path / "moved"
+    shutil.copytree(rec, moved)
+    r = run_cli("sweep", SMOKE, "--out", moved)
+    assert r.returncode == 0 and "0 trained, 8 already done" in r.stderr
+    assert collect(moved).equals(collect(smoke))
+    # the report rebuilt elsewhere from the records: the same results table as the sweep's own
+    r = run_cli("analyze", rec, "--out", tmp_path / "rebuilt")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "rebuilt" / "results.csv").read_text() == (smoke / "report" / "results.csv").read_text()
+    assert (tmp_path / "rebuilt" / "embeddings.csv").read_text() == (smoke / "report" / "embeddings.csv").read_text()
+
+
+def test_untrusted_records_are_retrained(smoke, tmp_path):
+    """Another run's result.json, an accuracy out of range, a damaged checkpoint under a damaged
+    result: the next sweep says so and retrains the run, and the table comes out the same."""
+    out = tmp_path / "sweep"
+    shutil.copytree(smoke, out)
+    runs = sorted((out / "runs").iterdir())
+    a, b, c = runs[0], runs[1], runs[2]
+    shutil.copyfile(b / "result.json", a / "result.json")  # a foreign record
+    rec = json.loads((b / "result.json").read_text())
+    (b / "result.json").write_text(json.dumps({**rec, "accuracy": {"MAX": 7.5}}))
+    (c / "result.json").write_text((c / "result.json").read_text()[:40])
+    (c / "checkpoint.pt").write_bytes((c / "checkpoint.pt").read_bytes()[:100])
+    assert {p.parent.name for p in out.glob("runs/*/result.json")} >= {a.name, b.name, c.name}
+    assert len(collect(out)) == 5  # none of the three is read as a point
+    r = run_cli("sweep", SMOKE, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "3 trained, 5 already done" in r.stderr and r.stderr.count("retrained") == 3
+    same = ["run_id", "width", "seed", "params", "accuracy", "accuracy_train", "steps", "still_improving"]
+    assert collect(out)[same].equals(collect(smoke)[same])
