@@ -29,6 +29,9 @@ DESIGNS = {  # name: the experiment whose widths are planted, and its seeds (Non
     # the quick preset's widths with more seeds: what a verdict at this scale would take
     "quick-16": ("src/jointtask/presets/quick.toml", 16),
     "quick-32": ("src/jointtask/presets/quick.toml", 32),
+    # a dense design: widths about 1.2x apart (experiments/cpu/c2.toml), where "no benefit" can be decided
+    "dense": ("experiments/cpu/c2.toml", None),
+    "dense-16": ("experiments/cpu/c2.toml", 16),
 }
 RATIOS = (1.0, 2.0, 3.0, 4.0, 6.0)
 

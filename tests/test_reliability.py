@@ -149,9 +149,12 @@ def test_a_failed_train_can_be_retried_and_a_changed_config_is_never_resumed(tmp
     one_line_error(
         run_cli("train", MAX10, "--out", run, *short, "--init-from", tmp_path / "nowhere"), "is not a run directory"
     )
+    assert not run.exists()  # the failed attempt wrote nothing
+    r = run_cli("train", MAX10, "--out", run, "--quiet", *short, "--stop-after", "10")
+    assert r.returncode == 0, r.stderr
     r = run_cli("train", MAX10, "--out", run, "--quiet", "--set", "train.steps=20")
-    assert r.returncode == 2 and "different config" in r.stderr  # the failed attempt had other steps
-    r = run_cli("train", MAX10, "--out", run, "--quiet", *short)
+    assert r.returncode == 2 and "different config" in r.stderr
+    r = run_cli("train", MAX10, "--out", run, "--quiet", "--resume", *short)
     assert r.returncode == 0, r.stderr  # the retry of the same config is not refused
     one_line_error(
         run_cli("train", MAX10, "--out", run, "--resume", *short, "--set", "train.lr=0.01"), "different config"
@@ -282,3 +285,122 @@ def test_an_internal_error_prints_one_line_and_where_the_traceback_is(tmp_path, 
     assert len(err) == 1 and err[0].startswith("internal error: RuntimeError: a bug (traceback in ")
     log = err[0].split("traceback in ")[1].rstrip(")")
     assert "RuntimeError: a bug" in open(log).read()
+
+
+# ---- the second round of probes: each wrong number or late check, reproduced ----
+
+
+def test_a_diverged_run_is_recorded_as_such_and_never_a_point(tmp_path):
+    run = tmp_path / "run"
+    r = run_cli("train", MAX10, "--out", run, "--quiet", "--set", "train.lr=1e30", "--set", "train.steps=40")
+    assert r.returncode == 1 and "diverged" in r.stderr
+    rec = json.loads((run / "result.json").read_text())
+    assert rec["stop_reason"] == "diverged" and rec["accuracy"] == {} and rec["final_loss"] is None
+    assert rec["steps"] < 40  # it stopped at once
+    out = tmp_path / "sweep"
+    r = run_cli("sweep", experiment(tmp_path, seeds="[0, 1, 2]"), "--out", out, "--set", "base.train.lr=1e30")
+    assert r.returncode == 0 and r.stderr.count("diverged (recorded, never a point") == 3
+    df = collect(out)
+    assert len(df) == 3 and (df.stop_reason == "diverged").all() and df.accuracy.isna().all()
+    from jointtask.analysis.tables import transitions
+
+    trans, fits = transitions(df, n_boot=10)
+    assert trans.n_diverged.tolist() == [3] and not fits  # no point left to fit
+
+
+def results_table(tmp_path, n_seeds=3):
+    rows = [
+        {"run_id": f"r{w}{s}", "mixture": "ADD", "target_op": "ADD", "width": w, "seed": s}
+        | {"params": w * 100, "accuracy": a}
+        for w, a in ((8, 0.1), (16, 0.5), (32, 0.95))
+        for s in range(n_seeds)
+    ]
+    return pd.DataFrame(rows)
+
+
+def setcell(d, row, col, value):
+    d = d.copy()
+    d[col] = d[col].astype(object)
+    d.loc[row, col] = value
+    return d
+
+
+@pytest.mark.parametrize(
+    "damage, needle",
+    [
+        (lambda d: pd.concat([d, d.iloc[:2]]), "duplicated row (run_id r80"),
+        (
+            lambda d: pd.concat([d, d.iloc[:1].assign(run_id="other")]),
+            "duplicated row (mixture ADD, target_op ADD, params 800, seed 0",
+        ),
+        (lambda d: setcell(d, 4, "seed", ""), "is not an integer"),
+        (lambda d: setcell(d, 4, "seed", "abc"), "seed 'abc' is not an integer"),
+        (lambda d: setcell(d, 2, "accuracy", "high"), "accuracy 'high' is not a number"),
+        (lambda d: setcell(d, 3, "mixture", "ADD++MAX"), "malformed list of operations"),
+        (lambda d: setcell(d, 3, "mixture", "FOO"), "unknown operation"),
+        (lambda d: setcell(d, 3, "mixture", ""), "line 5"),
+    ],
+)
+def test_a_table_that_could_give_a_wrong_number_is_refused(tmp_path, damage, needle):
+    f = tmp_path / "results.csv"
+    results_table(tmp_path).to_csv(f, index=False)
+    assert run_cli("ratios", f).returncode == 0
+    damage(results_table(tmp_path)).to_csv(f, index=False)
+    for cmd in (("ratios", f), ("claims", tmp_path)):
+        if cmd[0] == "claims":
+            (tmp_path / "cpu-c1").mkdir(exist_ok=True)
+            (tmp_path / "cpu-c1" / "results.csv").write_text(f.read_text())
+            cmd = ("claims", tmp_path / "cpu-c1")
+        one_line_error(run_cli(*cmd), needle)
+
+
+def test_a_points_table_with_repeated_rows_or_seedless_points_is_refused(tmp_path):
+    f = tmp_path / "points.csv"
+    d = results_table(tmp_path)[["params", "accuracy", "seed"]]
+    pd.concat([d, d.iloc[:3]]).to_csv(f, index=False)
+    one_line_error(run_cli("transition", f), "two points for seed 0 at 800 parameters")
+    setcell(d, 1, "seed", "").to_csv(f, index=False)
+    one_line_error(run_cli("transition", f), "seeds must be integers")
+
+
+def test_late_checks_come_first(tmp_path):
+    one_line_error(run_cli("reproduce", "quick", "--out", tmp_path / "q", "--workers", "0"), "--workers must be >= 1")
+    one_line_error(run_cli("reproduce", "quick", "--out", tmp_path / "q", "--workers", "-1"), "--workers must be >= 1")
+    assert not (tmp_path / "q").exists()
+    (tmp_path / "afile").write_text("")
+    one_line_error(run_cli("bench", "--quick", "--out", tmp_path / "afile" / "b.json"), "does not exist")
+    one_line_error(run_cli("bench", "--quick", "--device", "tpu", "--out", tmp_path / "b.json"), "--device")
+    for cmd in ("ratios", "claims", "analyze"):
+        one_line_error(run_cli(cmd, tmp_path, "--n-boot", "0"), "--n-boot must be >= 1")
+    one_line_error(run_cli("train", MAX10, "--out", tmp_path / "t", "--stop-after", "-5"), "--stop-after")
+    one_line_error(run_cli("data", "--ops", "ADD++MAX", "--modulus", "10", "--out", tmp_path / "d.jsonl"), "malformed")
+    for setting, needle in (
+        ("model.width=1000000", "GiB"),
+        ("train.batch_size=100000000", "GiB"),
+        ("task.modulus=1000000", "training samples"),
+    ):
+        one_line_error(run_cli("train", MAX10, "--out", tmp_path / "big", "--set", setting), needle)
+        assert not (tmp_path / "big").exists()
+    big = experiment(tmp_path)
+    one_line_error(run_cli("sweep", big, "--out", tmp_path / "bigsweep", "--set", "sweep.widths=[1000000]"), "GiB")
+    assert not (tmp_path / "bigsweep").exists()
+
+
+def test_altered_cached_data_are_rebuilt(tmp_path):
+    import numpy as np
+
+    from jointtask.tasks.dataset import build_task_data, cache_dir
+    from jointtask.train.config import load_config
+
+    cfg = load_config(MAX10)
+    before = set(cache_dir().glob("*.npz"))
+    first = build_task_data(cfg.task, cfg.data, cfg.seed)
+    new = sorted(set(cache_dir().glob("*.npz")) - before) or sorted(cache_dir().glob("*.npz"))
+    for path in new:  # every cached set: answers changed, arrays saved back under the old checksum
+        z = dict(np.load(path))
+        z["answers"] = (z["answers"] + 1) % 7
+        np.savez(path.with_suffix(".tmp.npz"), **z)
+        path.with_suffix(".tmp.npz").replace(path)
+    again = build_task_data(cfg.task, cfg.data, cfg.seed)
+    assert (again.train.answers == first.train.answers).all()
+    assert (again.test_sets["MAX"].answers == first.test_sets["MAX"].answers).all()

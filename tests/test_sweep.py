@@ -157,12 +157,11 @@ def test_one_failing_run_is_reported_and_others_finish(tmp_path):
     bad = runs[3]
     run_dir = out / "runs" / bad.run_id
     run_dir.mkdir(parents=True)
-    (run_dir / "config.toml").write_text(bad.config.to_toml())
-    (run_dir / "checkpoint.pt").write_bytes(b"\x00garbage")  # a corrupt checkpoint: resuming it raises
+    (run_dir / "config.toml").write_text(runs[0].config.to_toml())  # another run's config: never resumed
     r = run_cli("sweep", SMOKE, "--out", out, "--workers", "2")
     assert r.returncode == 1
     assert "7 trained, 0 already done, 1 failed" in r.stderr
-    assert f"failed: {bad.run_id}: corrupt checkpoint" in r.stderr
+    assert f"failed: {bad.run_id}: run directory" in r.stderr and "holds a different config" in r.stderr
     s = status(out)
     assert s["done"] == 7 and s["failed"] == 1 and s["failures"][0]["run_id"] == bad.run_id
     assert len(collect(out)) == 7

@@ -116,13 +116,20 @@ def test_bad_files_fail_cleanly(tmp_path):
     assert not (tmp_path / "d.jsonl").exists()
 
 
-def test_corrupt_checkpoint_fails_cleanly(tmp_path):
-    run = tmp_path / "run"
-    r = run_cli("train", MAX10, "--out", run, "--stop-after", "5", "--quiet", "--set", "train.checkpoint_every=5")
+def test_a_corrupt_checkpoint_is_set_aside_and_the_run_trained_again(tmp_path):
+    """A checkpoint is only a cache of the run's state: a damaged one is moved aside with a warning
+    and the run trains from the start, to the result an uninterrupted run gives."""
+    run, clean = tmp_path / "run", tmp_path / "clean"
+    short = ["--quiet", "--set", "train.checkpoint_every=5", "--set", "train.steps=30", "--set", "train.eval_every=10"]
+    r = run_cli("train", MAX10, "--out", run, "--stop-after", "5", *short)
     assert r.returncode == 0, r.stderr
     (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    _assert_clean_error(run_cli("train", MAX10, "--out", run, "--resume"), "corrupt checkpoint")
-    assert not (run / "result.json").exists()
+    r = run_cli("train", MAX10, "--out", run, "--resume", *short)
+    assert r.returncode == 0 and "corrupt checkpoint" in r.stderr and "from the start" in r.stderr
+    assert list(run.glob("checkpoint.pt.corrupt-*"))
+    assert run_cli("train", MAX10, "--out", clean, *short).returncode == 0
+    a, b = (json.loads((d / "result.json").read_text()) for d in (run, clean))
+    assert a["accuracy"] == b["accuracy"] and a["final_loss"] == b["final_loss"] and a["steps"] == b["steps"] == 30
 
 
 def test_windowed_baseline_recipe_runs(tmp_path):

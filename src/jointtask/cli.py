@@ -1,5 +1,5 @@
 """Command line: `jointtask data | train | sweep | results | status | transition | ratios | claims | analyze |
-bench | reproduce | compat`.
+export | bench | reproduce | compat`.
 
 Bad input ends with one line on stderr and exit code 2, never a traceback.
 """
@@ -7,6 +7,7 @@ Bad input ends with one line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -34,20 +35,32 @@ def data(
     degree: Optional[int] = typer.Option(None, help="k of S_k (permutation family)"),
     max_depth: int = typer.Option(2, help="nesting levels, the root counting as one"),
     split: str = typer.Option("train", help="train, validation or test"),
-    test_fraction: float = typer.Option(0.2, help="share of expressions (up to symmetry) in test"),
-    validation_fraction: float = typer.Option(0.1, help="share of expressions in validation"),
-    unique: bool = typer.Option(False, help="distinct expressions only (up to symmetry)"),
+    protocol: str = typer.Option("paper", help="split protocol: paper (held-out ordered tuples) or strict"),
+    test_fraction: float = typer.Option(
+        0.2, help="strict: share of expressions in test; paper: test's share of held-out tuples"
+    ),
+    validation_fraction: float = typer.Option(0.1, help="strict: share of expressions in validation"),
+    heldout_rate: float = typer.Option(0.05, help="paper: held-out tuples drawn, as a share of n ** max_args"),
+    heldout_seed: int = typer.Option(0, help="paper: seed of the held-out draw"),
+    unique: bool = typer.Option(False, help="distinct expressions only (paper: as written; strict: up to symmetry)"),
 ):
     """Write generated samples (tokens, prompt, answer, op) as JSON lines."""
     from .fileio import atomic_write_text
     from .tasks.dataset import generate
-    from .tasks.spec import TaskConfig, parse_ops
-
-    from .tasks.spec import DataConfig
+    from .tasks.spec import DataConfig, TaskConfig, check_protocol, parse_ops
 
     task = _validated(TaskConfig, ops=parse_ops(ops), modulus=modulus, degree=degree, max_depth=max_depth)
-    _validated(DataConfig, test_fraction=test_fraction, validation_fraction=validation_fraction)
-    samples = generate(task, count, seed, split, test_fraction, validation_fraction, unique=unique)
+    rule = _validated(
+        DataConfig,
+        protocol=protocol,
+        test_fraction=test_fraction,
+        validation_fraction=validation_fraction,
+        heldout_rate=heldout_rate,
+        heldout_seed=heldout_seed,
+    )
+    check_protocol(task, rule)
+    _writable(out)
+    samples = generate(task, count, seed, split, rule, unique=unique)
     atomic_write_text(out, "".join(json.dumps(s.to_record()) + "\n" for s in samples))
     typer.echo(f"wrote {len(samples)} samples to {out}", err=True)
 
@@ -66,13 +79,19 @@ def train(
     from .train.config import load_config
 
     cfg = load_config(config, set_)  # before torch is imported: a bad config fails fast
-    from .train.loop import train_run
+    if stop_after is not None and stop_after < 1:
+        raise UserError(f"--stop-after must be >= 1, got {stop_after}")
+    from .train.loop import check_fits, train_run
 
+    check_fits(cfg)
     result = train_run(cfg, out, resume=resume, stop_after=stop_after, quiet=quiet, init_from=init_from)
     if result is None:
         typer.echo(f"stopped after step {stop_after}; continue with --resume", err=True)
-    else:
-        typer.echo(result.model_dump_json(indent=2))
+        return
+    typer.echo(result.model_dump_json(indent=2))
+    if result.stop_reason == "diverged":
+        typer.echo(f"the run diverged (non-finite loss) at step {result.steps}; recorded as diverged", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -99,8 +118,6 @@ def sweep(
     from .sweep.experiment import load_experiment
 
     exp = load_experiment(experiment, _with_device(set_, device))  # before torch is imported: fails fast
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
     if cohort_size is not None and cohort_size < 1:
         raise UserError(f"--cohort-size must be >= 1, got {cohort_size}")
     from .sweep.executors import make_executor
@@ -108,6 +125,7 @@ def sweep(
     from .sweep.runner import run_sweep
 
     executor = make_executor(backend, workers, address)
+    _check_out_dir(out)
     progress = SweepProgress(getattr(executor, "workers", None) or 1)
     if adaptive:
         from .adaptive import adaptive_sweep
@@ -115,8 +133,10 @@ def sweep(
         summary = adaptive_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size)
     else:
         summary = run_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size)
-    for line in summary.get("cohorts", []):
+    for line in summary.get("notes", []):
         typer.echo(line, err=True)
+    for line in summary.get("diverged", []):
+        typer.echo(f"diverged (recorded, never a point of a transition): {line}", err=True)
     typer.echo(f"{summary['done']} trained, {summary['skipped']} already done, {summary['failed']} failed", err=True)
     for rid, msg in summary["failures"]:
         typer.echo(f"failed: {rid}: {msg}", err=True)
@@ -180,8 +200,7 @@ def transition(
     for name, v in (("frac", frac), ("learned-floor", learned_floor), ("success", success)):
         if not 0 < v <= 1:
             raise UserError(f"--{name} must be in (0, 1], got {v}")
-    if n_boot < 1:
-        raise UserError(f"--n-boot must be >= 1, got {n_boot}")
+    _check_n_boot(n_boot)
     for col in ("params", "accuracy"):
         if not _numeric(df[col]):
             raise UserError(f"column {col!r} of {str(points)!r} holds values that are not numbers")
@@ -230,6 +249,9 @@ def ratios(
     from .analysis.tables import ratios as ratio_table
     from .fileio import atomic_write_text
 
+    _check_n_boot(n_boot)
+    if out is not None and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is not a directory")
     df = _read_table(results, {"mixture", "target_op", "params", "accuracy", "seed", "width"})
     trans, fits = transitions(df, n_boot=n_boot)
     tables = {
@@ -255,6 +277,7 @@ def claims(
     """The paper's claims against result tables: ours with 95% interval, design, verdict, command."""
     from .analysis.claims import claims_table
 
+    _check_n_boot(n_boot)
     typer.echo(claims_table(dirs, format, n_boot), nl=False)
 
 
@@ -263,12 +286,42 @@ def analyze(
     sweep_dir: Path = typer.Argument(...),
     n_boot: int = typer.Option(N_BOOT, help="bootstrap replicates per transition"),
     width: Optional[int] = typer.Option(None, help="width of the runs used for embeddings and ablations"),
+    out: Optional[Path] = typer.Option(None, help="report directory (default: SWEEP_DIR/report)"),
 ):
-    """Write SWEEP_DIR/report/index.html with figures and CSV tables."""
+    """Write the report (index.html, figures, CSV tables) of a sweep directory, or of a directory of
+    finished runs' records (docs/results/<source>); the claims whose source it is head the page."""
+    from .analysis.claims import source_names
     from .report import write_report
 
-    path, _ = write_report(sweep_dir, n_boot=n_boot, width=width)
+    _check_n_boot(n_boot)
+    if out is not None and out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file")
+    source = sweep_dir.resolve().name
+    path, _ = write_report(
+        sweep_dir, n_boot=n_boot, width=width, claims_source=source if source in source_names() else None, report=out
+    )
     typer.echo(str(path))
+
+
+@app.command()
+def export(
+    sweep_dir: Path = typer.Argument(..., help="a sweep directory"),
+    out: Path = typer.Option(..., help="records directory (created; e.g. docs/results/<source>)"),
+    width: Optional[int] = typer.Option(None, help="width of the runs whose checkpoints the report reads"),
+):
+    """Copy the records of a sweep's finished runs (config.toml, result.json, metrics.jsonl, and the
+    checkpoints the report reads) into OUT, from which the sweep resumes and the report is rebuilt."""
+    from .analysis.sweep_analysis import representative_runs
+    from .sweep.records import export_records
+    from .sweep.results import collect
+
+    df = collect(sweep_dir)
+    keep = {r["run_id"] for r in representative_runs(sweep_dir, df, width).values()}
+    c = export_records(sweep_dir, out, keep)
+    typer.echo(
+        f"{c['copied']} runs copied, {c['present']} already there, {c['unfinished']} not finished (not copied)",
+        err=True,
+    )
 
 
 @app.command()
@@ -284,6 +337,7 @@ def reproduce(
     """Run a packaged reproduction and write its report with a verdict per claim."""
     from .reproduce import reproduce as run_preset
 
+    _check_out_dir(out)
     res = run_preset(preset, out, workers, backend, address, _with_device(set_, device))
     for c in res["claims"]:
         typer.echo(f"{c['claim']}: {c['verdict']} -- {c['ours, 95% interval']}")
@@ -303,6 +357,9 @@ def bench(
     peak; with --cohort, model-steps per second of cohorts on this device."""
     from .bench import write_bench
 
+    if not (device == "cpu" or device == "mps" or re.fullmatch(r"cuda(:\d+)?", device)):
+        raise UserError(f"--device must be cpu, cuda, cuda:N or mps, got {device!r}")
+    _writable(out)
     res = write_bench(out, quick, cohort, device)
     if cohort:
         m = res["machine"]
@@ -346,6 +403,24 @@ def compat(
 def _with_device(overrides: list[str], device: str | None) -> list[str]:
     """--device is shorthand for --set base.train.device=..."""
     return [*overrides, f"base.train.device='{device}'"] if device else list(overrides)
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file")
+
+
+def _check_n_boot(n_boot: int) -> None:
+    if n_boot < 1:
+        raise UserError(f"--n-boot must be >= 1, got {n_boot}")
+
+
+def _writable(path: Path) -> None:
+    """Refuse an output file whose directory is missing or which is a directory, before any work."""
+    if path.is_dir():
+        raise UserError(f"--out {str(path)!r} is a directory")
+    if not path.parent.is_dir():
+        raise UserError(f"--out {str(path)!r}: directory {str(path.parent)!r} does not exist")
 
 
 def _validated(model, **kwargs):

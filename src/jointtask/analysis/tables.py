@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..errors import UserError
 from ..sweep.experiment import Label
+from ..tasks.families import family_of
 from .transition import N_BOOT, DesignError, fit_transition, joint_benefit
 
 
@@ -33,6 +35,8 @@ TRANSITION_COLUMNS = [
     "widths",
     "test_scored",
     "test_exist",
+    "improving_share",
+    "n_diverged",
     "note",
 ]
 RATIO_COLUMNS = [
@@ -53,9 +57,43 @@ RATIO_COLUMNS = [
 ]
 
 
+def check_results(df: pd.DataFrame) -> None:
+    """Refuse a results table that could give a wrong number without a word: sizes or accuracies
+    that are not numbers, seeds that are not integers, empty or unknown mixtures and operations,
+    a run listed twice, two rows of one curve for one seed at one size. Names the first bad row
+    (its line in the CSV file, the header being line 1)."""
+    for col in ("params", "accuracy", "width"):
+        if col in df and not pd.api.types.is_numeric_dtype(df[col]):
+            bad = pd.to_numeric(df[col], errors="coerce").isna() & df[col].notna()
+            i = int(bad.to_numpy().argmax())
+            raise UserError(f"results table, line {i + 2}: {col} {df[col].iloc[i]!r} is not a number")
+    if "seed" in df:
+        seeds = pd.to_numeric(df.seed, errors="coerce")
+        bad = seeds.isna() | (seeds != seeds.round())
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise UserError(f"results table, line {i + 2}: seed {df.seed.iloc[i]!r} is not an integer")
+    for i, (m, op) in enumerate(zip(df.mixture, df.target_op)):
+        if not isinstance(m, str) or not isinstance(op, str) or not m.strip() or not op.strip():
+            raise UserError(f"results table, line {i + 2}: empty mixture or target_op")
+        try:
+            family_of([*Label.parse(m).ops, op])
+        except UserError as e:
+            raise UserError(f"results table, line {i + 2}: {e}") from None
+    keys = [("run_id", "target_op")] if "run_id" in df else []
+    for cols in keys + [("mixture", "target_op", "params", "seed")]:
+        dup = df.duplicated(list(cols))
+        if dup.any():
+            i = int(dup.to_numpy().argmax())
+            what = ", ".join(f"{c} {df[c].iloc[i]}" for c in cols)
+            raise UserError(f"results table, line {i + 2}: a duplicated row ({what})")
+
+
 def transitions(df: pd.DataFrame, n_boot: int = N_BOOT) -> tuple[pd.DataFrame, dict]:
     """One row per (mixture, target op) trained on it; a curve whose design is too small for a
-    fit gets a row with the reason in `note` and no estimate."""
+    fit gets a row with the reason in `note` and no estimate. Diverged runs (stop_reason
+    'diverged') are counted in `n_diverged` and are never points."""
+    check_results(df)
     rows, fits = [], {}
     for key, g in df.groupby(["mixture", "target_op"], sort=True):
         mixture, op = str(key[0]), str(key[1])
@@ -70,14 +108,49 @@ def transitions(df: pd.DataFrame, n_boot: int = N_BOOT) -> tuple[pd.DataFrame, d
         }
         if "test_scored" in g:
             row["test_scored"], row["test_exist"] = int(g.test_scored.min()), g.test_exist.min()
+        if "stop_reason" in g:
+            diverged = (g.stop_reason == "diverged").to_numpy()
+            row["n_diverged"] = int(diverged.sum())
+            g = g[~diverged]
         try:
             t = fit_transition(g.params.values, g.accuracy.values, g.seed.values, n_boot=n_boot)
         except DesignError as e:
             rows.append({**row, "note": str(e)})
             continue
         fits[(mixture, op)] = t
+        row["improving_share"] = improving_share(g, t)
         rows.append({**t.to_dict(), **row, "note": ""})
     return pd.DataFrame(rows, columns=TRANSITION_COLUMNS), fits
+
+
+BUDGET_LIMITED_SHARE = 0.25  # docs/definitions.md, "Runs whose budget ran out"
+
+
+def bracket(sizes, t) -> list[float]:
+    """The two swept sizes around a curve's transition (P*, else P50; censored above: the two
+    largest; below, or no estimate at all: the two smallest)."""
+    sizes = sorted(set(float(s) for s in sizes))
+    est = t.pstar if t.pstar.value is not None else t.p50
+    if est.censored == "above" or (est.value is None and t.p50.censored == "above"):
+        return sizes[-2:]
+    if est.value is None:
+        return sizes[:2]
+    below = [s for s in sizes if s <= est.value][-1:] or sizes[:1]
+    above = [s for s in sizes if s > est.value][:1] or sizes[-1:]
+    return sorted(set(below + above))
+
+
+def improving_share(g: pd.DataFrame, t) -> float | None:
+    """The share of a curve's runs at the sizes bracketing its transition whose validation
+    accuracy was still rising when their budget ran out (None: the table has no such column)."""
+    if "still_improving" not in g:
+        return None
+    near = g[g.params.astype(float).isin(bracket(g.params, t))]
+    return float(near.still_improving.astype(bool).mean()) if len(near) else None
+
+
+def budget_limited(share) -> bool:
+    return share is not None and not pd.isna(share) and share >= BUDGET_LIMITED_SHARE
 
 
 def trained_ops(mixture: str) -> list[str]:

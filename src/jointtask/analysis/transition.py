@@ -267,17 +267,37 @@ class Transition:
 
 
 def check_points(params, acc, seeds) -> None:
-    """Refuse points no fit should see: non-finite or non-positive sizes, accuracies outside [0, 1]."""
+    """Refuse points no fit should see: non-finite or non-positive sizes, accuracies outside [0, 1],
+    seeds that are not integers, and two points of one seed at one size (a duplicated row)."""
     if not (np.all(np.isfinite(params)) and np.all(params > 0)):
         raise UserError("parameter counts must be finite and positive")
     if not (np.all(np.isfinite(acc)) and np.all((acc >= 0) & (acc <= 1))):
         raise UserError("accuracies must be finite numbers in [0, 1]")
+    as_float = np.array([_number(s) for s in seeds], float)
+    bad = np.flatnonzero(~np.isfinite(as_float) | (as_float != np.round(as_float)))
+    if len(bad):
+        raise UserError(f"seeds must be integers, got {seeds[bad[0]]!r} (point {bad[0] + 1})")
+    pairs = list(zip(params.tolist(), as_float.tolist()))
+    seen: set = set()
+    for i, pair in enumerate(pairs):
+        if pair in seen:
+            raise UserError(
+                f"two points for seed {int(pair[1])} at {pair[0]:g} parameters (point {i + 1}): a duplicated row"
+            )
+        seen.add(pair)
     n_widths, n_seeds = len(np.unique(params)), len(np.unique(seeds))
     if n_widths < MIN_WIDTHS or n_seeds < MIN_SEEDS:
         raise DesignError(
             f"a transition needs at least {MIN_WIDTHS} widths and {MIN_SEEDS} seeds, "
             f"got {n_widths} width(s) and {n_seeds} seed(s)"
         )
+
+
+def _number(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def fit_transition(
@@ -290,8 +310,9 @@ def fit_transition(
     learned_floor: float = LEARNED_FLOOR,
     success: float = SUCCESS,
 ) -> Transition:
-    params, acc, seeds = np.asarray(params, float), np.asarray(acc, float), np.asarray(seeds)
+    params, acc, seeds = np.asarray(params, float), np.asarray(acc, float), np.asarray(seeds, dtype=object)
     check_points(params, acc, seeds)
+    seeds = seeds.astype(float).astype(np.int64)
     # canonical order, so that the result cannot depend on how the rows came in
     order = np.lexsort((acc, params, seeds))
     params, acc, seeds = params[order], acc[order], seeds[order]

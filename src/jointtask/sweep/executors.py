@@ -149,6 +149,9 @@ def _ray_execute(groups: list[list[dict]], runs_dir: str) -> list[dict]:
 
 
 def make_executor(backend: str, workers: int | None = None, address: str | None = None):
+    """The executor a sweep runs on; its arguments are checked here, before any work."""
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
     if backend == "local":
         if address:
             raise UserError("--address is for the ray backend")

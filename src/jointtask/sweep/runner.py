@@ -248,6 +248,17 @@ def load_plan(out: Path) -> list[dict]:
     return rows
 
 
+def check_plan_fits(runs: list[PlannedRun], workers: int) -> None:
+    """Refuse, before any work, a plan whose largest run cannot fit in memory `workers` at a time."""
+    from ..train.loop import check_fits, memory_estimate
+
+    if runs:
+        biggest = max((r.config for r in runs), key=lambda c: sum(memory_estimate(c).values()))
+        check_fits(biggest, min(workers, len(runs)))
+        for c in {r.config.data.per_n * r.config.task.family().n_values: r.config for r in runs}.values():
+            check_fits(c)
+
+
 def run_sweep(
     exp: Experiment,
     out: str | Path,
@@ -259,31 +270,46 @@ def run_sweep(
 ) -> dict:
     """Run every unfinished run of `exp` (or of `widths_plan`, a list of PlannedRun), in cohorts
     of up to `cohort_size` runs of one shape (None: the device's default). Returns counts:
-    {'done': n, 'failed': n, 'skipped': n, 'failures': [(run_id, message)], 'cohorts': [line]}."""
+    {'done': n, 'failed': n, 'skipped': n, 'failures': [(run_id, message)], 'notes': [line] (records set aside, cohort sizes)}."""
     out = Path(out)
     runs = widths_plan if widths_plan is not None else plan(exp)
+    check_plan_fits(runs, getattr(executor, "workers", None) or 1)
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = out / "runs"
     with locked(out / ".sweep.lock", blocking=False):
         write_plan(out, exp, runs, replan)
         started = time.time()
         atomic_write_json(out / "driver.json", {"pid": os.getpid(), "started": started})
-        todo = [r for r in runs if run_dir.state(runs_dir / r.run_id) != "done"]
-        for r in todo:  # a new attempt clears the last failure; an unreadable result is set aside
+        states = {r.run_id: run_dir.state(runs_dir / r.run_id, r.run_id) for r in runs}
+        todo = [r for r in runs if states[r.run_id] != "done"]
+        notes = []
+        for r in todo:  # a new attempt clears the last failure; an untrusted result is set aside
             (runs_dir / r.run_id / ERROR).unlink(missing_ok=True)
+            if states[r.run_id] == "corrupt":
+                notes.append(f"{r.run_id}: result.json unreadable, out of range or another run's; retrained")
             run_dir.quarantine(runs_dir / r.run_id)
         if cohort_size is None:
             cohort_size = default_cohort_size(runs[0].config.train.device if runs else "cpu")
-        groups, notes = cohorts(todo, cohort_size)
+        groups, shapes = cohorts(todo, cohort_size)
+        notes += shapes
         # on one machine, a GPU's cohorts share a process; on a cluster each cohort may take a GPU of its own
         work = one_process_per_device(groups) if getattr(executor, "local", False) else [[g] for g in groups]
-        summary = {"done": 0, "failed": 0, "skipped": len(runs) - len(todo), "failures": [], "cohorts": notes}
+        summary = {
+            "done": 0,
+            "failed": 0,
+            "skipped": len(runs) - len(todo),
+            "failures": [],
+            "notes": notes,
+            "diverged": [],
+        }
         if progress:
             progress.start(runs, runs_dir)
         for run, outcome, exc in executor.map(work, runs_dir):
             if exc is None:
                 store_run(runs_dir, outcome)
                 summary["done"] += 1
+                if outcome["result"]["stop_reason"] == "diverged":
+                    summary["diverged"].append(f"{run.run_id} {run.mixture} width {run.width} seed {run.seed}")
             else:
                 summary["failed"] += 1
                 summary["failures"].append((run.run_id, run_dir.record_failure(runs_dir / run.run_id, exc)))

@@ -7,6 +7,7 @@ import bisect
 import io
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..fileio import append_line, atomic_write_bytes, atomic_write_text, read_jsonl
 from ..model import LoopedTransformer, Packing
+from ..model_config import count_params
 from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
 from .config import RunConfig, load_config
 from .evaluate import accuracy
@@ -31,6 +33,7 @@ from .run_dir import (
     RunResult,
     quarantine,
     read_result,
+    still_improving,
     transfer_run_id,
     write_result,
 )
@@ -188,6 +191,59 @@ def model_context(cfg: RunConfig) -> int:
     return max(ctx, cfg.train.window) if cfg.train.packing == "windows" else ctx
 
 
+MAX_TRAIN_SAMPLES = 5_000_000
+
+
+def memory_estimate(cfg: RunConfig) -> dict[str, float]:
+    """Bytes a run needs, roughly and from the config alone: its training set (token ids), its
+    weights with gradients and AdamW moments, and one step's activations (saved for backward)."""
+    family = cfg.task.family()
+    T, n = model_context(cfg), family.n_values
+    vocab = len(family.OPS) + n + 5
+    params = count_params(cfg.model, vocab, T)["params"]
+    m, t = cfg.model, cfg.train
+    width_per_token = m.recurrence * m.blocks * (16 + 2 * m.mlp_ratio) * m.width + m.recurrence * m.blocks * m.heads * T
+    rows = t.batch_size * (T if t.packing == "examples" else t.window)
+    return {
+        "data": float(cfg.data.per_n) * n * T * 8,
+        "model": float(params) * 4 * 4,
+        "activations": float(rows) * width_per_token * 4,
+    }
+
+
+def available_memory() -> float:
+    """Bytes of memory this machine has available now (its total when that cannot be read)."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_fits(cfg: RunConfig, runs_at_once: int = 1) -> None:
+    """Refuse, before any work, a config whose data or model cannot fit in this machine's memory
+    (`runs_at_once` runs side by side), with the estimate. A GPU's own memory is checked by the
+    cohort sizing; this bounds what every run holds in the host's memory."""
+    n_train = cfg.data.per_n * cfg.task.family().n_values
+    if n_train > MAX_TRAIN_SAMPLES:
+        raise UserError(
+            f"data.per_n x {cfg.task.family().n_values} values = {n_train:,} training samples; generating more than "
+            f"{MAX_TRAIN_SAMPLES:,} would take hours: reduce data.per_n or the task's size"
+        )
+    need = memory_estimate(cfg)
+    if cfg.train.device != "cpu":
+        need["activations"] = 0.0
+    total, have = runs_at_once * sum(need.values()), available_memory()
+    if total > 0.8 * have:
+        parts = ", ".join(f"{k} {v / 2**30:.3g} GiB" for k, v in need.items())
+        raise UserError(
+            f"this run needs about {total / 2**30:.3g} GiB ({parts}{f', x{runs_at_once} runs' if runs_at_once > 1 else ''}) "
+            f"and {have / 2**30:.3g} GiB are available: reduce model.width, train.batch_size, data.per_n or the task's size"
+        )
+
+
 def build_model(cfg: RunConfig, vocab_size: int) -> LoopedTransformer:
     torch.manual_seed(cfg.seed)
     return LoopedTransformer(cfg.model, vocab_size, model_context(cfg))
@@ -274,21 +330,22 @@ class Run:
         leftover = {p.name for p in out.iterdir()} - {CONFIG, LOCK} if out.exists() else set()
         if leftover and not resume:
             raise UserError(f"run directory {str(out)!r} is not empty; pass --resume to continue it")
-        self.result = read_result(out) if resume else None
+        self.run_id, self.init_id = cfg.run_id(), None
+        if init_from is not None:
+            self.init_id = _run_id_of(Path(init_from))
+            self.run_id = transfer_run_id(self.run_id, self.init_id)
+        self.result = read_result(out, self.run_id) if resume else None
         if self.result is not None:
             return
         if resume:
-            quarantine(out)  # an unreadable record is set aside and recomputed from the checkpoint
+            quarantine(out)  # an unreadable record, or another run's, is set aside and recomputed
+        src = load_checkpoint(Path(init_from) / CHECKPOINT) if init_from is not None else None
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / CONFIG, cfg.to_toml())
 
         self.data = build_task_data(cfg.task, cfg.data, cfg.seed)
         self.model = build_model(cfg, len(self.data.vocab)).to(self.device)
-        self.run_id, self.init_id = cfg.run_id(), None
-        if init_from is not None:
-            self.init_id = _run_id_of(Path(init_from))
-            self.run_id = transfer_run_id(self.run_id, self.init_id)
-            src = load_checkpoint(Path(init_from) / CHECKPOINT)
+        if src is not None:
             try:
                 self.model.load_state_dict(src["model"])
             except RuntimeError:
@@ -309,8 +366,14 @@ class Run:
             "n_running": 0,
         }
         met_path = out / METRICS
+        ck = None
         if resume and (out / CHECKPOINT).exists():
-            ck = load_checkpoint(out / CHECKPOINT)
+            try:
+                ck = load_checkpoint(out / CHECKPOINT)
+            except UserError as e:  # a damaged checkpoint is set aside: the run starts again
+                print(f"warning: {e}; training {str(out)!r} from the start", file=sys.stderr)
+                quarantine(out, CHECKPOINT)
+        if ck is not None:
             self.model.load_state_dict(ck["model"])
             self.opt.load_state_dict(ck["optimizer"])
             self.state = ck["state"]
@@ -367,6 +430,13 @@ class Run:
         validation accuracy when the caller measured it (a cohort, for all its runs at once)."""
         t, state = self.cfg.train, self.state
         lr = self.lr()
+        if not math.isfinite(loss):  # diverged: no later step can mean anything; recorded as such
+            state["step"] += 1
+            state["loss"], state["stop_reason"] = loss, "diverged"
+            if sync:
+                sync()
+            append_line(self.out / METRICS, json.dumps({"step": state["step"], "loss": None, "diverged": True}))
+            return
         state["train_seconds"] += seconds
         state["tokens_seen"] += n_tokens
         state["step"] += 1
@@ -417,18 +487,24 @@ class Run:
         state, data, device, cfg = self.state, self.data, self.device, self.cfg
         met_path = self.out / METRICS
         rows = read_jsonl(met_path)
-        if not rows or rows[-1].get("step") != state["step"] or "accuracy_validation" not in rows[-1]:  # lost: redo
-            rows.append(
-                {
-                    "step": state["step"],
-                    "loss": state["loss"],
-                    "accuracy_validation": evaluate(self.model, data.validation_sets, data, device),
-                }
-            )
-            append_line(met_path, json.dumps(rows[-1]))
-        final = rows[-1]
-        test = evaluate(self.model, data.test_sets, data, device)
-        trained = evaluate(self.model, data.trained_sets, data, device)
+        diverged = state["stop_reason"] == "diverged"
+        if diverged:  # no accuracy is scored: a diverged model's answers mean nothing
+            last = [r for r in rows if "accuracy_validation" in r]
+            final = {"loss": None, "accuracy_validation": last[-1]["accuracy_validation"] if last else {}}
+            test, trained = {}, {}
+        else:
+            if not rows or rows[-1].get("step") != state["step"] or "accuracy_validation" not in rows[-1]:  # lost
+                rows.append(
+                    {
+                        "step": state["step"],
+                        "loss": state["loss"],
+                        "accuracy_validation": evaluate(self.model, data.validation_sets, data, device),
+                    }
+                )
+                append_line(met_path, json.dumps(rows[-1]))
+            final = rows[-1]
+            test = evaluate(self.model, data.test_sets, data, device)
+            trained = evaluate(self.model, data.trained_sets, data, device)
         self.result = RunResult(
             run_id=self.run_id,
             mixture=cfg.task.mixture,
@@ -449,8 +525,14 @@ class Run:
             accuracy_validation=final["accuracy_validation"],
             accuracy_train=trained,
             test_expressions={
-                k: ExpressionCount(scored=len(data.test_sets[k]), exist=data.test_space.get(k)) for k in test
+                k: ExpressionCount(
+                    scored=len(data.test_sets[k]), exist=data.test_space.get(k), steps_seen=data.steps_seen.get(k)
+                )
+                for k in data.test_sets
+                if k in test or diverged
             },
+            still_improving=still_improving(rows, cfg.train.steps, state["stop_reason"] or "budget"),
+            protocol=cfg.data.protocol,
             modulus=cfg.task.modulus,
             degree=cfg.task.degree,
             device=str(device),

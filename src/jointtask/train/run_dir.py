@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import UserError
 from ..fileio import atomic_write_json, read_jsonl
@@ -41,6 +41,7 @@ State = Literal["done", "corrupt", "failed", "started", "pending"]
 class ExpressionCount(BaseModel):
     scored: int  # distinct test expressions the run was scored on
     exist: Optional[int]  # distinct test expressions of the op in the split (None: not enumerated)
+    steps_seen: Optional[float] = None  # share of their atomic steps (up to argument order) in training
 
 
 class RunResult(BaseModel):
@@ -64,36 +65,70 @@ class RunResult(BaseModel):
     steps: int
     tokens_seen: int
     train_seconds: float
-    stop_reason: str  # "budget", "ceiling" or "plateau"
-    final_loss: float
+    stop_reason: str  # "budget", "ceiling", "plateau" or "diverged" (a non-finite loss; no accuracy scored)
+    final_loss: Optional[float]
     accuracy: dict[str, float]
     accuracy_validation: dict[str, float]
     accuracy_train: dict[str, float]
     test_expressions: dict[str, ExpressionCount]
+    still_improving: dict[str, bool] = {}  # per op: validation accuracy still rising when the budget ran out
+    protocol: str = "strict"  # the split protocol (records written before protocols existed are strict)
+
+    @model_validator(mode="after")
+    def _in_range(self):
+        for name in ("accuracy", "accuracy_validation", "accuracy_train"):
+            for op, v in getattr(self, name).items():
+                if not 0.0 <= v <= 1.0:  # NaN fails too
+                    raise ValueError(f"{name}[{op}] = {v} is not an accuracy")
+        if self.params <= 0 or self.width <= 0 or self.steps < 0 or self.seed < 0:
+            raise ValueError("params, width, steps or seed out of range")
+        return self
+
     modulus: Optional[int] = None
     degree: Optional[int] = None
     device: str
+
+
+IMPROVING_DELTA = 0.05  # docs/definitions.md, "Runs whose budget ran out"
+
+
+def still_improving(rows: list[dict], budget_steps: int, stop_reason: str) -> dict[str, bool]:
+    """Per op, whether a run stopped by its step budget was still learning: its best validation
+    accuracy over the last fifth of the budget exceeds its best before that by IMPROVING_DELTA or
+    more. A run stopped early (ceiling, plateau) had finished. `rows` are metrics.jsonl's."""
+    evals = [r for r in rows if isinstance(r.get("accuracy_validation"), dict) and isinstance(r.get("step"), int)]
+    ops = {op for r in evals for op in r["accuracy_validation"]}
+    cut = 0.8 * budget_steps
+    out = {}
+    for op in sorted(ops):
+        early = [r["accuracy_validation"][op] for r in evals if r["step"] <= cut and op in r["accuracy_validation"]]
+        late = [r["accuracy_validation"][op] for r in evals if r["step"] > cut and op in r["accuracy_validation"]]
+        out[op] = bool(stop_reason == "budget" and early and late and max(late) - max(early) >= IMPROVING_DELTA)
+    return out
 
 
 def transfer_run_id(run_id: str, init_from_id: str) -> str:
     return f"{run_id[:8]}{init_from_id[:8]}"
 
 
-def read_result(run_dir: Path) -> RunResult | None:
-    """The run's record when it is a valid one, else None (not finished, or unreadable)."""
+def read_result(run_dir: Path, run_id: str | None = None) -> RunResult | None:
+    """The run's record when it is a valid one, else None (not finished, unreadable, a field out
+    of range, or, given `run_id`, the record of another run)."""
     try:
-        return RunResult.model_validate_json((Path(run_dir) / RESULT).read_bytes())
+        r = RunResult.model_validate_json((Path(run_dir) / RESULT).read_bytes())
     except (OSError, ValueError, ValidationError):
         return None
+    return r if run_id is None or r.run_id == run_id else None
 
 
 def write_result(run_dir: Path, result: RunResult) -> None:
     atomic_write_json(Path(run_dir) / RESULT, result.model_dump(mode="json"))  # last: the run is finished
 
 
-def state(run_dir: Path) -> State:
+def state(run_dir: Path, run_id: str | None = None) -> State:
+    """Where a run stands; given `run_id`, a record naming another run is 'corrupt'."""
     if (run_dir / RESULT).exists():
-        return "done" if read_result(run_dir) is not None else "corrupt"
+        return "done" if read_result(run_dir, run_id) is not None else "corrupt"
     if (run_dir / ERROR).exists():
         return "failed"
     if (run_dir / CHECKPOINT).exists() or (run_dir / METRICS).exists():
