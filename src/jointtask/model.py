@@ -1,4 +1,4 @@
-"""The looped transformer of SPEC section 2, in one file, in plain PyTorch.
+"""The looped transformer, in one file, in plain PyTorch.
 
 Decoder-only, causal, learned absolute positions. `blocks` distinct pre-LayerNorm blocks
 (attention + MLP), the whole stack applied `recurrence` times with shared weights; the
@@ -233,6 +233,20 @@ class LoopedTransformer(nn.Module):
     def run_with_hooks(self, idx: torch.Tensor, fwd_hooks: list[tuple[str, Callable]]) -> torch.Tensor:
         with self.hooks(fwd_hooks):
             return self(idx)
+
+    @torch.no_grad()
+    def run_with_cache(
+        self, idx: torch.Tensor, names: list[str] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits [B, T, vocab] for ids [B, T], and the activation at every hook point (or at
+        `names`), by name (TransformerLens's `run_with_cache`)."""
+        cache: dict[str, torch.Tensor] = {}
+
+        def keep(x, hook):
+            cache[hook.name] = x.detach()
+
+        logits = self.run_with_hooks(idx, [(n, keep) for n in (names or list(self.hook_points()))])
+        return logits, cache
 
     def number_of_parameters(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
