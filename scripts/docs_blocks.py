@@ -1,8 +1,9 @@
-"""The numbers in README.md and docs/, printed from committed data.
+"""The numbers in README.md and docs/, printed from committed data (this repository's own
+upkeep, apart from the toolkit).
 
 Each block sits between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in its file and is the output
-of one function here over files in the repository. `python -m jointtask.report.blocks --write`
-rewrites them; `--check` (and tests/test_docs.py) fails when any differs.
+of one function here over files in the repository. `python scripts/docs_blocks.py --write`
+rewrites them; without `--write` (and in tests/test_docs.py) it fails when any differs.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.claims import claims_table, fmt_num
-from ..analysis.tables import trained_ops
-from ..fileio import atomic_write_text
+from jointtask.analysis.claims import claims_table, fmt_num
+from jointtask.analysis.tables import trained_ops
+from jointtask.fileio import atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def claims_block(root: Path) -> str:
@@ -143,6 +144,57 @@ def regimes_block(root: Path) -> str:
     return "\n\n".join(parts)
 
 
+PILOT_SOURCES = ("pilot-mod20", "regime-b256", "regime-lr4e3", "regime-b64", "regime-b64-lr1e3")
+
+
+def pilots_block(root: Path) -> str:
+    """Per regime pilot: the setting, and by width the mean validation and training accuracy of the
+    target, with the seeds whose validation accuracy reached 0.8 (never test accuracy: a regime
+    is chosen before the test results of the sweeps are read)."""
+    lines = []
+    for name in PILOT_SOURCES:
+        d = root / "docs" / "results" / name
+        if not (d / "results.csv").exists():
+            continue
+        df = pd.read_csv(d / "results.csv")
+        base = json.loads((d / "experiment.json").read_text())["base"]
+        t = base["train"]
+        lines += [
+            f"**{name}** (`experiments/cpu/{name}.toml`): batch {t['batch_size']}, {t['steps']:,} steps, "
+            f"peak learning rate {t['lr']:g}, weight decay {t['weight_decay']:g}; "
+            "validation accuracy / training accuracy (seeds at validation >= 0.8):",
+            "",
+        ]
+        g = (
+            df.assign(ok=df.accuracy_validation >= 0.8)
+            .groupby(["mixture", "width"])
+            .agg(
+                val=("accuracy_validation", "mean"), tr=("accuracy_train", "mean"), k=("ok", "sum"), n=("seed", "size")
+            )
+            .reset_index()
+        )
+        widths = sorted(g.width.unique())
+        lines += ["| mixture | " + " | ".join(f"width {w}" for w in widths) + " |", "|---|" + "---|" * len(widths)]
+        for m, gm in g.groupby("mixture"):
+            cells = {int(r.width): f"{r.val:.2f} / {r.tr:.2f} ({r.k}/{r.n})" for r in gm.itertuples()}
+            lines.append(f"| {m} | " + " | ".join(cells.get(int(w), "") for w in widths) + " |")
+        lines.append("")
+    return "\n".join(lines) if lines else "(no pilot committed)"
+
+
+def records_block(root: Path) -> str:
+    """What the committed run records weigh: per source, runs kept, mean size of a run's records
+    (config, result, metrics), and the checkpoints kept for the report."""
+    lines = ["| source | runs | records per run | checkpoints kept | per checkpoint |", "|---|---|---|---|---|"]
+    for d in sorted(p for p in (root / "docs" / "results").iterdir() if (p / "runs").is_dir()):
+        runs = [r for r in (d / "runs").iterdir() if r.is_dir()]
+        rec = [sum(f.stat().st_size for f in r.iterdir() if f.name != "checkpoint.pt") for r in runs]
+        ck = [r / "checkpoint.pt" for r in runs if (r / "checkpoint.pt").exists()]
+        per_ck = f"{sum(c.stat().st_size for c in ck) / len(ck) / 1024:.0f} KiB" if ck else ""
+        lines.append(f"| {d.name} | {len(runs)} | {sum(rec) / len(rec) / 1024:.1f} KiB | {len(ck)} | {per_ck} |")
+    return "\n".join(lines)
+
+
 def cohort_block(root: Path) -> str:
     lines = []
     for f in sorted((root / "docs" / "bench").glob("cohort_*.json")):
@@ -165,7 +217,7 @@ def cohort_block(root: Path) -> str:
 
 def aa_block(root: Path) -> str:
     """The A/A checks of the committed result tables: isomorphic single ops against each other."""
-    from ..analysis.claims import fmt_interval
+    from jointtask.analysis.claims import fmt_interval
 
     lines = [
         "| source | pair | ratio P\\*, 95% interval | verdict | ratio P50, 95% interval | verdict |",
@@ -214,6 +266,8 @@ BLOCKS = {
     ("docs/definitions.md", "calibration"): calibration_block,
     ("docs/definitions.md", "aa"): aa_block,
     ("docs/regimes.md", "regimes"): regimes_block,
+    ("docs/regimes.md", "pilots"): pilots_block,
+    ("docs/definitions.md", "records"): records_block,
     ("docs/performance.md", "throughput"): throughput_block,
     ("docs/performance.md", "cohorts"): cohort_block,
     ("docs/performance.md", "gpu-c2"): gpu_c2_block,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (once) and install jointtask with its test and Ray extras into it.
-# torch is pinned to the CPU wheel this machine keeps on local disk; the package itself only
-# asks for a range, so a GPU machine can bring its own build.
+# torch is pinned to its CPU wheel (2.13.0); the package itself only asks for a range, so a GPU
+# machine can bring its own build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

@@ -139,7 +139,7 @@ def test_verdict_words(lo, hi, word):
 
 
 def test_intervals_are_calibrated_at_the_quick_design():
-    """SPEC 4: planted sweeps like real ones, at the widths and seeds of the quick reproduction (6
+    """Planted sweeps like real ones, at the widths and seeds of the quick reproduction (6
     widths, 8 seeds, bimodal seeds): the 95% intervals of P* and P50 cover the planted values in at
     least 90% of replicates, and an A/A pair (the same planted transition twice) is called benefit
     or harm in at most 5%."""

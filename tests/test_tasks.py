@@ -12,7 +12,7 @@ from jointtask.errors import UserError
 from jointtask.tasks import ListOps, Permutations, TaskConfig, Vocab, generate
 
 from jointtask.tasks.dataset import build_task_data, context_length
-from jointtask.tasks.spec import DataConfig
+from jointtask.tasks.config import DataConfig
 
 from .conftest import run_cli
 
@@ -342,7 +342,7 @@ def test_a_new_family_is_one_class():
 
     from jointtask.tasks.dataset import build_task_data
     from jointtask.tasks.families import Family, Op, register, unregister
-    from jointtask.tasks.spec import DataConfig
+    from jointtask.tasks.config import DataConfig
 
     class Bits(Family):
         name, parameter = "bits", "modulus"

@@ -2,7 +2,7 @@
 
 Round 0 trains three widths per mixture (the smallest, the geometric middle and the largest of
 the experiment's width range). Each later round fits the transition of the mixture's first
-target op (SPEC 4) and adds the width whose parameter count is closest to the fitted P*, unless
+target op and adds the width whose parameter count is closest to the fitted P*, unless
 a run at that width exists already or the curve is censored. A grid of 10 widths costs 3 + rounds
 widths instead of 10.
 """
@@ -20,7 +20,7 @@ from .sweep.results import collect
 from .sweep.runner import run_sweep
 from .tasks.dataset import context_length
 from .tasks.families import Vocab
-from .tasks.spec import split_ops
+from .tasks.config import split_ops
 
 
 def width_for_params(p: float, cfg, heads: int) -> int:

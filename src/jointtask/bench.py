@@ -36,7 +36,7 @@ from .fileio import atomic_write_json
 from .sweep.runner import processor
 from .model import LoopedTransformer, ModelConfig
 from .tasks.dataset import TaskData, build_task_data, context_length
-from .tasks.spec import DataConfig, TaskConfig
+from .tasks.config import DataConfig, TaskConfig
 from .train.config import RunConfig, TrainConfig
 from .train.loop import batch_indices, make_batch, make_optimizer, optimisation_step
 

@@ -47,7 +47,7 @@ def data(
     """Write generated samples (tokens, prompt, answer, op) as JSON lines."""
     from .fileio import atomic_write_text
     from .tasks.dataset import generate
-    from .tasks.spec import DataConfig, TaskConfig, check_protocol, parse_ops
+    from .tasks.config import DataConfig, TaskConfig, check_protocol, parse_ops
 
     task = _validated(TaskConfig, ops=parse_ops(ops), modulus=modulus, degree=degree, max_depth=max_depth)
     rule = _validated(
@@ -308,15 +308,17 @@ def export(
     sweep_dir: Path = typer.Argument(..., help="a sweep directory"),
     out: Path = typer.Option(..., help="records directory (created; e.g. docs/results/<source>)"),
     width: Optional[int] = typer.Option(None, help="width of the runs whose checkpoints the report reads"),
+    checkpoints: bool = typer.Option(True, help="copy the checkpoints the report reads (off: records only)"),
 ):
     """Copy the records of a sweep's finished runs (config.toml, result.json, metrics.jsonl, and the
-    checkpoints the report reads) into OUT, from which the sweep resumes and the report is rebuilt."""
+    checkpoints the report reads) into OUT, from which the sweep resumes and the report is rebuilt.
+    Run it as a sweep goes on (--no-checkpoints) to keep what has finished."""
     from .analysis.sweep_analysis import representative_runs
     from .sweep.records import export_records
     from .sweep.results import collect
 
     df = collect(sweep_dir)
-    keep = {r["run_id"] for r in representative_runs(sweep_dir, df, width).values()}
+    keep = {r["run_id"] for r in representative_runs(sweep_dir, df, width).values()} if checkpoints else set()
     c = export_records(sweep_dir, out, keep)
     typer.echo(
         f"{c['copied']} runs copied, {c['present']} already there, {c['unfinished']} not finished (not copied)",
@@ -389,9 +391,9 @@ def compat(
     modulus: Optional[int] = typer.Option(None),
     degree: Optional[int] = typer.Option(None),
 ):
-    """A-priori compatibility score of a target with its companions (ours, SPEC 7); prints JSON."""
+    """A-priori compatibility score of a target with its companions (ours; docs/definitions.md); prints JSON."""
     from .analysis.compatibility import compatibility
-    from .tasks.spec import TaskConfig, parse_ops
+    from .tasks.config import TaskConfig, parse_ops
 
     ops = parse_ops(mixture)
     if len(ops) < 2:

@@ -1,4 +1,4 @@
-"""Attention versus feed-forward reliance (SPEC section 6, claim C10).
+"""Attention versus feed-forward reliance (claim C10).
 
 At evaluation, replace a sublayer's output (before it is added to the residual stream) with
 zeros or with its mean over the evaluation set, at one pass or at all passes, and measure the

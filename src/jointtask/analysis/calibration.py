@@ -1,4 +1,4 @@
-"""Calibration of the transition estimator by simulation (SPEC section 4: intervals are
+"""Calibration of the transition estimator by simulation (intervals are
 calibrated at the design used).
 
 Planted sweeps look like real ones: log-spaced sizes, several seeds, and each (size, seed) run

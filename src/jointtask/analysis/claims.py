@@ -5,7 +5,7 @@ A source is a directory holding a `results.csv` as `jointtask analyze` writes it
 and target op). Transitions and ratios are recomputed from it with analysis/transition.py, so the
 table never carries a number that the committed data do not give.
 
-A verdict is only reported for a design with the power to decide (SPEC 4): at least 8 seeds and
+A verdict is only reported for a design with the power to decide (docs/definitions.md): at least 8 seeds and
 5 widths per curve, on test expressions unseen up to argument order (tables with `test_scored`).
 Otherwise the row says "not decided" and why.
 """

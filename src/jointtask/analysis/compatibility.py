@@ -1,5 +1,5 @@
-"""A-priori compatibility of a target op with its companions, computed from the tasks alone
-(SPEC section 7). Ours, as a first candidate to test against measured joint-benefit ratios.
+"""A-priori compatibility of a target op with its companions, computed from the tasks alone.
+Ours, as a first candidate to test against measured joint-benefit ratios.
 
 Over the inputs a single-op expression draws (2..3 uniform arguments), for each companion c:
   output NMI   normalised mutual information between target(x) and c(x): how much one
@@ -16,7 +16,7 @@ import itertools
 import numpy as np
 from sklearn.metrics import normalized_mutual_info_score
 
-from ..tasks.spec import TaskConfig
+from ..tasks.config import TaskConfig
 
 
 def _inputs(n_values: int, min_args: int, max_args: int, limit: int, rng) -> list[list[int]]:

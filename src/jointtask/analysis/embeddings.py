@@ -1,4 +1,4 @@
-"""Structure of the number-token embeddings (SPEC section 5).
+"""Structure of the number-token embeddings (docs/definitions.md, Embeddings).
 
 The n x d rows of the token embedding for the values are turned into their n x n cosine-
 similarity matrix (comparable across widths), and PCA runs on that matrix's rows.

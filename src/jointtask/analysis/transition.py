@@ -1,4 +1,4 @@
-"""Learning transitions and joint-benefit ratios (SPEC section 4), with calibrated intervals.
+"""Learning transitions and joint-benefit ratios, with calibrated intervals.
 
 Two views of one curve (runs at several widths, several seeds each; P = parameter count):
 

@@ -5,7 +5,8 @@ name = "smoke"
 [sweep]
 mixtures = ["MAX", "MAX+MIN"]     # each mixture is trained; "+" joins operations
 targets = ["MAX"]                 # ops whose test accuracy is tabulated (default: each mixture's ops)
-widths = [8, 16]                  # or {min = 8, max = 256, num = 6} for a log range
+widths = [8, 16]                  # or {min = 8, max = 256, num = 6} for a log range, or a grid per
+                                  # mixture: widths = { "MAX" = [4, 8], "MAX+MIN" = [8, 16] }
 seeds = [0, 1]                    # or an integer n for 0..n-1
 budget = "steps"                  # "steps": every run trains base.train.steps; "exposure": a mixture
                                   # of k ops trains k x steps, so it sees each op about as often as alone
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ValidationError, field_validator, model_validato
 from ..errors import UserError
 from ..schema import Strict, validation_message
 from ..tasks.families import family_of
-from ..tasks.spec import split_ops
+from ..tasks.config import split_ops
 from ..train.config import RunConfig, apply_override, config_from_dict
 from ..train.run_dir import transfer_run_id
 
@@ -92,7 +93,9 @@ class TransferSpec(Strict):
 class SweepSpec(Strict):
     mixtures: list[str]
     targets: Optional[list[str]] = None
-    widths: Union[list[int], LogRange]
+    # one grid for every mixture, or a grid per mixture (a table keyed by the mixtures), so that
+    # each curve has widths close together around its own transition
+    widths: Union[list[int], LogRange, dict[str, Union[list[int], LogRange]]]
     seeds: Union[list[int], int] = 1
     # "steps": equal compute for every mixture (a k-op mixture sees its target in ~1/k of its
     # examples); "exposure": k x the steps, so the target is seen about as often as alone
@@ -112,6 +115,11 @@ class SweepSpec(Strict):
         _no_duplicates("sweep.mixtures", out)
         return out
 
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, v):
+        return {"+".join(split_ops(k)): g for k, g in v.items()} if isinstance(v, dict) else v
+
     @field_validator("targets")
     @classmethod
     def _targets(cls, v):
@@ -123,25 +131,40 @@ class SweepSpec(Strict):
     def _check(self):
         if self.targets is not None:
             family_of(self.targets + self.mixtures[0].split("+"))
-        if not self.width_list() or min(self.width_list()) < 1:
-            raise ValueError("sweep.widths must hold positive widths")
+        if isinstance(self.widths, dict):
+            if set(self.widths) != set(self.mixtures):
+                raise ValueError(
+                    f"sweep.widths per mixture must name exactly the mixtures {self.mixtures}, got {sorted(self.widths)}"
+                )
+        for m in self.mixtures:
+            if not self.width_list(m) or min(self.width_list(m)) < 1:
+                raise ValueError("sweep.widths must hold positive widths")
         if not self.seed_list():
             raise ValueError("sweep.seeds is empty")
         if min(self.seed_list()) < 0:
             raise ValueError(f"sweep.seeds must be >= 0, got {min(self.seed_list())}")
         if isinstance(self.seeds, list):
             _no_duplicates("sweep.seeds", self.seeds)
-        if isinstance(self.widths, list):
-            _no_duplicates("sweep.widths", self.widths)
+        for grid in self.widths.values() if isinstance(self.widths, dict) else [self.widths]:
+            if isinstance(grid, list):
+                _no_duplicates("sweep.widths", grid)
         return self
 
-    def width_list(self) -> list[int]:
-        if isinstance(self.widths, LogRange):
-            r = self.widths
-            if r.num < 1 or r.min < 1 or r.max < r.min:
-                raise ValueError("sweep.widths range needs 1 <= min <= max and num >= 1")
-            return sorted({int(round(x)) for x in np.geomspace(r.min, r.max, r.num)})
-        return sorted(set(self.widths))
+    def width_list(self, mixture: str | None = None) -> list[int]:
+        """The widths of one mixture, or (None) of all of them together."""
+        if isinstance(self.widths, dict):
+            grids = [self.widths[mixture]] if mixture is not None else list(self.widths.values())
+        else:
+            grids = [self.widths]
+        out: set[int] = set()
+        for g in grids:
+            if isinstance(g, LogRange):
+                if g.num < 1 or g.min < 1 or g.max < g.min:
+                    raise ValueError("sweep.widths range needs 1 <= min <= max and num >= 1")
+                out |= {int(round(x)) for x in np.geomspace(g.min, g.max, g.num)}
+            else:
+                out |= set(g)
+        return sorted(out)
 
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
@@ -220,7 +243,7 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
     for mixture in s.mixtures:
         ops = split_ops(mixture)
         targets = s.targets or ops
-        for width in widths or s.width_list():
+        for width in widths or s.width_list(mixture):
             for seed in s.seed_list():
                 steps = None
                 if s.budget == "exposure":

@@ -3,7 +3,7 @@
 from .dataset import SPLITS, EncodedSet, Sample, TaskData, build_task_data, context_length, encode, generate, split_of
 from .expressions import canonical, chain_of_thought, evaluated, random_tree, reduce_leftmost, to_tokens
 from .families import FAMILIES, Family, ListOps, Permutations, Vocab, family_of
-from .spec import DataConfig, TaskConfig
+from .config import DataConfig, TaskConfig
 
 __all__ = [
     "SPLITS",

@@ -15,7 +15,7 @@ class TaskConfig(Strict):
     ops: list[str] = ["MAX"]
     modulus: Optional[int] = None  # listops family
     degree: Optional[int] = None  # permutation family (S_degree)
-    max_depth: int = 2  # levels of nesting, the root counting as one (SPEC default 2)
+    max_depth: int = 2  # levels of nesting, the root counting as one
     min_args: int = 2
     max_args: int = 3
     p_nest: float = 0.25

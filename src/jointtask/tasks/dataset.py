@@ -36,7 +36,7 @@ from ..errors import UserError
 from ..fileio import atomic_write_bytes, stable_hash
 from .expressions import canonical, chain_of_thought, evaluated, random_tree
 from .families import EQUALS, PAD, Family, Vocab
-from .spec import DataConfig, TaskConfig, check_protocol
+from .config import DataConfig, TaskConfig, check_protocol
 
 MAX_ENUMERATED = 200_000  # depth-1 argument lists enumerated at most (n ** max_args)
 GENERATOR_VERSION = 2  # bump when generated content changes, so caches are not reused

@@ -1,4 +1,4 @@
-"""Expression trees in prefix notation and their chain of thought (SPEC section 1.1).
+"""Expression trees in prefix notation and their chain of thought.
 
 A tree is `(op, [arg, ...])`; an argument is a value (int) or another tree. The chain of
 thought rewrites the expression by replacing its leftmost operation whose arguments are

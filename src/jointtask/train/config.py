@@ -17,7 +17,7 @@ from ..errors import UserError
 from ..fileio import stable_hash
 from ..model_config import ModelConfig
 from ..schema import Strict, validation_message
-from ..tasks.spec import DataConfig, TaskConfig, check_protocol
+from ..tasks.config import DataConfig, TaskConfig, check_protocol
 
 
 class TrainConfig(Strict):

@@ -1,4 +1,4 @@
-"""Greedy-decoding exact-match accuracy (SPEC section 3)."""
+"""Greedy-decoding exact-match accuracy."""
 
 from __future__ import annotations
 

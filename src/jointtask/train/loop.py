@@ -1,4 +1,4 @@
-"""One training run (SPEC section 3): data, model, AdamW with warm-up and decay, periodic
+"""One training run: data, model, AdamW with warm-up and decay, periodic
 greedy evaluation, atomic checkpoints, exact resume, early stopping, a final result.json."""
 
 from __future__ import annotations
@@ -551,7 +551,7 @@ def train_run(
 ) -> RunResult | None:
     """Train one run into the run directory `out` (train/run_dir.py). Returns its RunResult, or
     None when stopped by `stop_after` (a checkpoint is left to resume from). `init_from` starts
-    from another run's weights (transfer, SPEC section 6) with a fresh optimiser."""
+    from another run's weights (transfer) with a fresh optimiser."""
     torch.set_num_threads(cfg.train.threads)
     run = Run(cfg, out, resume, init_from)
     if run.result is not None:

@@ -1,4 +1,4 @@
-"""What every task family provides, and the vocabulary built from it (SPEC section 1).
+"""What every task family provides, and the vocabulary built from it.
 
 A family is a set of values (numbers mod n, permutations of k points) with operations on lists
 of them. It is one file: a subclass of `Family` whose `OPS` table gives, per operation, how to
@@ -65,17 +65,17 @@ class Family:
         return int(rng.integers(self.n_values))
 
     def labellings(self) -> dict[str, np.ndarray]:
-        """Named partitions of the values that embeddings may reveal (SPEC section 5)."""
+        """Named partitions of the values that embeddings may reveal (docs/definitions.md, Embeddings)."""
         raise NotImplementedError
 
     def divisors(self) -> list[int]:
-        """Moduli k at which residues of the values are compared (compatibility, SPEC 7)."""
+        """Moduli k at which residues of the values are compared (the compatibility score)."""
         return []
 
 
 class Vocab:
     """Token strings <-> ids. Depends on the family only, never on the mixture, so that a
-    model pretrained on one mixture can be trained on another (transfer, SPEC section 6)."""
+    model pretrained on one mixture can be trained on another (transfer)."""
 
     def __init__(self, family: Family):
         self.family = family
