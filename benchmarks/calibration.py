@@ -26,23 +26,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from docs_blocks import calibration_block  # noqa: E402  (the repository's upkeep scripts)
 
-DESIGNS = {  # name: the experiment whose widths are planted, and its seeds (None: the experiment's)
-    "quick": ("src/jointtask/presets/quick.toml", None),
-    "cpu": ("experiments/cpu/c1.toml", None),
+DESIGNS = {  # name: the experiment whose widths are planted, its seeds (None: the experiment's), and
+    # the factor around the design's middle size within which transitions are planted
+    "quick": ("src/jointtask/presets/quick.toml", None, 3.0),
+    "cpu": ("experiments/cpu/c1.toml", None, 3.0),
     # the quick preset's widths with more seeds: what a verdict at this scale would take
-    "quick-16": ("src/jointtask/presets/quick.toml", 16),
-    "quick-32": ("src/jointtask/presets/quick.toml", 32),
-    # a dense design: widths about 1.2x apart (experiments/cpu/c2.toml), where "no benefit" can be decided
-    "dense": ("experiments/cpu/c2.toml", None),
-    "dense-16": ("experiments/cpu/c2.toml", 16),
+    "quick-16": ("src/jointtask/presets/quick.toml", 16, 3.0),
+    "quick-32": ("src/jointtask/presets/quick.toml", 32, 3.0),
+    # a dense design: widths about 1.2x apart (ADD's grid in experiments/cpu/c2.toml), placed around
+    # a transition a pilot located (planted within 1.5x of its middle), where "no benefit" can be decided
+    "dense": ("experiments/cpu/c2.toml", None, 1.5),
+    "dense-16": ("experiments/cpu/c2.toml", 16, 1.5),
+    "dense-32": ("experiments/cpu/c2.toml", 32, 1.5),
 }
 RATIOS = (1.0, 2.0, 3.0, 4.0, 6.0)
 
 
 def _rows(design: str, reps: int, n_boot: int, ratios: tuple[float, ...]) -> list[dict]:
-    experiment, seeds = DESIGNS[design]
+    experiment, seeds, spread = DESIGNS[design]
     sizes, own_seeds = design_of(ROOT / experiment)
-    rows = calibrate(reps, n_boot, sizes, seeds or own_seeds, ratios=ratios)
+    rows = calibrate(reps, n_boot, sizes, seeds or own_seeds, ratios=ratios, spread=spread)
     return [{"design": design, "experiment": experiment, **r} for r in rows]
 
 

@@ -51,7 +51,8 @@ def calibration_block(root: Path) -> str:
         r0 = rs[0]
         lines += [
             f"Design `{design}` ({r0['experiment']}): {r0['widths']} widths, {fmt_num(r0['sizes'][0])} to "
-            f"{fmt_num(r0['sizes'][-1])} parameters, {r0['seeds']} seeds; {r0['reps']} planted pairs per row, "
+            f"{fmt_num(r0['sizes'][-1])} parameters, {r0['seeds']} seeds; transitions planted within "
+            f"{r0.get('spread', 3.0):g}x of the middle size; {r0['reps']} planted pairs per row, "
             f"{r0['n_boot']} bootstrap replicates per fit. Share of pairs given each verdict:",
             "",
         ]

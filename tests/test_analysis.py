@@ -138,6 +138,7 @@ def test_verdict_words(lo, hi, word):
     assert verdict(lo, hi) == word
 
 
+@pytest.mark.slow
 def test_intervals_are_calibrated_at_the_quick_design():
     """Planted sweeps like real ones, at the widths and seeds of the quick reproduction (6
     widths, 8 seeds, bimodal seeds): the 95% intervals of P* and P50 cover the planted values in at
@@ -153,6 +154,7 @@ def test_intervals_are_calibrated_at_the_quick_design():
     assert res["benefit"] + res["harm"] <= 0.05 and res["p50_benefit"] + res["p50_harm"] <= 0.05, res
 
 
+@pytest.mark.slow
 def test_a_planted_fivefold_benefit_is_found_at_the_quick_design():
     # the success view has the power; the accuracy view (P*) is noisier with bimodal seeds
     sizes, seeds = design_of(QUICK_DESIGN)
@@ -161,6 +163,7 @@ def test_a_planted_fivefold_benefit_is_found_at_the_quick_design():
     assert res["no_benefit"] == res["p50_no_benefit"] == 0, res  # a fivefold effect is never called null
 
 
+@pytest.mark.slow
 def test_transition_on_48_points_takes_at_most_10_seconds(tmp_path):
     import time
 
@@ -175,6 +178,7 @@ def test_transition_on_48_points_takes_at_most_10_seconds(tmp_path):
     assert len(P) == 48
 
 
+@pytest.mark.slow
 def test_transition_cli(tmp_path):
     P, A, S = planted(3e4)
     f = tmp_path / "points.csv"
@@ -203,6 +207,7 @@ def test_transition_cli(tmp_path):
     assert r.returncode == 2 and "accurac" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_ratios_cli_from_a_results_table(tmp_path):
     import io
 

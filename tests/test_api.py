@@ -10,6 +10,8 @@ import jointtask as jt
 
 from .conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # every test here trains, or starts processes
+
 
 def test_the_readme_example_runs(tmp_path, capsys):
     code = re.search(r"## Python API.*?```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)

@@ -17,6 +17,8 @@ from jointtask.train.loop import train_run
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow  # every test here trains, or starts processes
+
 MAX10 = ROOT / "configs" / "max-mod10.toml"
 SMALL = [  # the strict split these tests' expectations were set on; cohorts do not depend on it
     "data.protocol='strict'",

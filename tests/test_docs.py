@@ -1,12 +1,15 @@
 """README and docs say what the committed data say: every block of numbers is regenerated here
 from the files it is printed from, and must match the text word for word."""
 
+import importlib.util
 import re
 from functools import lru_cache
 
-import importlib.util
+import pytest
 
 from .conftest import ROOT
+
+pytestmark = pytest.mark.slow  # every test here starts processes, trains, or refits every committed table
 
 _spec = importlib.util.spec_from_file_location("docs_blocks", ROOT / "scripts" / "docs_blocks.py")
 assert _spec and _spec.loader

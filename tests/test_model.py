@@ -160,6 +160,7 @@ def test_benchmark_baseline_has_the_same_architecture_and_parameter_count():
     assert naive(torch.randint(0, 23, (2, 40))).shape == (2, 40, 23)
 
 
+@pytest.mark.slow
 def test_benchmark_alternates_both_loops_in_fresh_processes_and_names_the_machine():
     from jointtask.bench import bench_width, cpu_flags, recommendation
 

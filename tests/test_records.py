@@ -12,6 +12,8 @@ from jointtask.train.run_dir import IMPROVING_DELTA, still_improving
 
 from .conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # every test here trains, or starts processes
+
 SMOKE = ROOT / "experiments" / "smoke.toml"
 
 
@@ -95,3 +97,24 @@ def test_untrusted_records_are_retrained(smoke, tmp_path):
     assert "3 trained, 5 already done" in r.stderr and r.stderr.count("retrained") == 3
     same = ["run_id", "width", "seed", "params", "accuracy", "accuracy_train", "steps", "still_improving"]
     assert collect(out)[same].equals(collect(smoke)[same])
+
+
+def test_a_committed_source_is_rebuilt_from_its_records(tmp_path):
+    """Every committed source that keeps run records: `jointtask analyze` over them gives its
+    committed results table, and a sweep of its experiment over a copy trains nothing."""
+    from jointtask.report import write_report
+
+    sources = [d for d in sorted((ROOT / "docs" / "results").iterdir()) if (d / "runs").is_dir()]
+    assert sources
+    for d in sources:
+        out = tmp_path / d.name
+        if d.name == "regime-b256":  # one through the command line
+            r = run_cli("analyze", d, "--out", out, "--n-boot", "50")
+            assert r.returncode == 0, r.stderr
+        else:
+            write_report(d, n_boot=50, n_perm=50, report=out)
+        assert (out / "results.csv").read_text() == (d / "results.csv").read_text(), d.name
+    d = ROOT / "docs" / "results" / "regime-b256"
+    shutil.copytree(d, tmp_path / "again")
+    r = run_cli("sweep", ROOT / "experiments" / "cpu" / "regime-b256.toml", "--out", tmp_path / "again")
+    assert r.returncode == 0 and "0 trained, 24 already done" in r.stderr

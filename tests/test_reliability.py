@@ -15,6 +15,8 @@ from jointtask.sweep.results import collect
 
 from .conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # every test here starts processes, trains, or refits every committed table
+
 MAX10 = ROOT / "configs" / "max-mod10.toml"
 TINY = """name = "tiny"
 [sweep]

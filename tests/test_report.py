@@ -10,6 +10,8 @@ from jointtask.sweep.results import collect
 from jointtask.sweep.runner import run_sweep
 from jointtask.report import write_report
 
+pytestmark = pytest.mark.slow  # every test here trains or starts processes
+
 TINY = {
     "name": "tiny",
     "sweep": {"mixtures": ["MAX", "MAX+MIN"], "targets": ["MAX"], "widths": [4, 8, 16], "seeds": [0, 1, 2]},

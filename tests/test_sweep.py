@@ -18,6 +18,8 @@ from jointtask.sweep.results import collect, status
 
 from .conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # every test here trains, or starts processes
+
 SMOKE = ROOT / "experiments" / "smoke.toml"
 SAME = [
     "run_id",

@@ -295,6 +295,7 @@ def test_task_data_sizes_and_disjoint_eval_sets():
     assert d.test_space["ADD"] == len(d.test_sets["ADD"])
 
 
+@pytest.mark.slow
 def test_cli_data_is_deterministic(tmp_path):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     for f in (a, b):
@@ -424,6 +425,7 @@ def atomic(tokens):
     return out
 
 
+@pytest.mark.slow
 def test_paper_protocol_holds_out_ordered_triples(tmp_path):
     from jointtask.tasks.dataset import heldout_tuples
 
@@ -458,6 +460,7 @@ def test_paper_protocol_holds_out_ordered_triples(tmp_path):
     assert any(tuple(reversed(x)) in {w for t in rows["train"] for w in value_triples(t)} for x in held["test"])
 
 
+@pytest.mark.slow
 def test_paper_protocol_bad_input(tmp_path):
     r = run_cli("data", "--ops", "ADD", "--modulus", "20", "--protocol", "nope", "--out", tmp_path / "a.jsonl")
     assert r.returncode == 2 and "protocol" in r.stderr and len(r.stderr.strip().splitlines()) == 1

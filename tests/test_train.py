@@ -9,6 +9,8 @@ from jointtask.fileio import read_jsonl
 
 from .conftest import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # every test here trains, or starts processes
+
 MAX10 = ROOT / "configs" / "max-mod10.toml"
 
 

@@ -60,9 +60,12 @@ def design_of(experiment: str | Path) -> tuple[list[int], int]:
     return sizes, len(exp.sweep.seed_list())
 
 
-def calibrate(reps: int, n_boot: int, sizes=None, seeds: int = 8, ratios=(1.0,), seed: int = 0) -> list[dict]:
-    """Over `reps` planted curves alone (P50 drawn log-uniformly within a factor 3 of the sizes'
-    geometric middle), each paired with a joint curve at P50 / ratio for every ratio (the same
+def calibrate(
+    reps: int, n_boot: int, sizes=None, seeds: int = 8, ratios=(1.0,), seed: int = 0, spread: float = 3.0
+) -> list[dict]:
+    """Over `reps` planted curves alone (P50 drawn log-uniformly within a factor `spread` of the
+    sizes' geometric middle: 3 for a design that spans the plausible sizes; less for a dense design
+    placed around a transition already located), each paired with a joint curve at P50 / ratio for every ratio (the same
     draws for every ratio): one row per ratio with how often the alone curve's 95% intervals
     cover the planted values (the same curves in every row) and how often the ratio verdicts
     say benefit / harm / no benefit."""
@@ -73,7 +76,7 @@ def calibrate(reps: int, n_boot: int, sizes=None, seeds: int = 8, ratios=(1.0,),
     mid = np.sqrt(sizes[0] * sizes[-1])
     for rep in range(reps):
         rng = np.random.default_rng([seed, rep])
-        p50 = float(np.exp(rng.uniform(np.log(mid / 3), np.log(mid * 3))))
+        p50 = float(np.exp(rng.uniform(np.log(mid / spread), np.log(mid * spread))))
         alone = fit_transition(*simulate(p50, rng, sizes, seeds), n_boot=n_boot, seed=rep)
         lo, hi = alone.pstar_ci
         covered["pstar_covered"] += (lo or 0) <= planted_pstar(p50) <= (hi or np.inf)
@@ -86,6 +89,7 @@ def calibrate(reps: int, n_boot: int, sizes=None, seeds: int = 8, ratios=(1.0,),
                 if r[f"{prefix}verdict"] in keys:
                     called[ratio][prefix + keys[r[f"{prefix}verdict"]]] += 1
     design = {"reps": reps, "n_boot": n_boot, "seeds": seeds, "widths": len(sizes), "sizes": [int(p) for p in sizes]}
+    design["spread"] = spread
     return [
         {**design, "ratio": ratio, **{k: v / reps for k, v in {**covered, **called[ratio]}.items()}} for ratio in ratios
     ]
