@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -32,7 +31,7 @@ from ..errors import UserError
 from ..schema import Strict, validation_message
 from ..tasks.families import family_of
 from ..tasks.config import split_ops
-from ..train.config import RunConfig, apply_override, config_from_dict
+from ..train.config import RunConfig, apply_override, config_from_dict, load_toml
 from ..train.run_dir import transfer_run_id
 
 Kind = Literal["mixture", "control", "transfer"]
@@ -190,14 +189,8 @@ class PlannedRun(BaseModel):
 
 
 def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experiment:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"experiment file {str(path)!r} not found")
-    try:
-        tree = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"malformed experiment {str(path)!r}: {e}") from None
-    tree.setdefault("name", path.stem)
+    tree = load_toml(path, "experiment")
+    tree.setdefault("name", Path(path).stem)
     for o in overrides:  # --set base.train.steps=100 or sweep.seeds=3
         apply_override(tree, o)
     return experiment_from_dict(tree)
@@ -236,85 +229,58 @@ def _run_config(
         raise UserError(f"{'+'.join(ops)} width {width} seed {seed}: {e}") from None
 
 
+def planned_run(
+    exp: Experiment,
+    label: Label,
+    width: int,
+    seed: int,
+    targets: list[str],
+    steps: int | None = None,
+    pretrain: PlannedRun | None = None,
+    early_stop: bool | None = None,
+) -> PlannedRun:
+    """One run of the experiment: its label's ops trained at `width` with `seed` (for `steps`, when
+    given), named by the hash of its config (and of its pretraining run's, for a transfer)."""
+    cfg = _run_config(exp, list(label.ops), width, seed, targets, steps=steps, early_stop=early_stop)
+    run_id = transfer_run_id(cfg.run_id(), pretrain.run_id) if pretrain else cfg.run_id()
+    return PlannedRun(
+        run_id=run_id,
+        mixture=str(label),
+        kind=label.kind,
+        width=width,
+        seed=seed,
+        targets=targets,
+        config=cfg,
+        pretrain=pretrain,
+    )
+
+
 def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
-    """Every run of the experiment, each named by the hash of its full config."""
+    """Every run of the experiment, each named by the hash of its full config: each mixture; with
+    budget "exposure", each target alone for the mixture's steps ('ADD@9000'); with a transfer,
+    the pretraining run, the run started from it ('MAX>ADD') and B from scratch for the steps of
+    both ('ADD@4500')."""
     runs = []
     s = exp.sweep
     for mixture in s.mixtures:
-        ops = split_ops(mixture)
-        targets = s.targets or ops
+        ops = tuple(split_ops(mixture))
+        targets = s.targets or list(ops)
         for width in widths or s.width_list(mixture):
             for seed in s.seed_list():
-                steps = None
-                if s.budget == "exposure":
-                    steps = len(ops) * _run_config(exp, ops, width, seed, targets).train.steps
-                cfg = _run_config(exp, ops, width, seed, targets, steps=steps)
-                runs.append(
-                    PlannedRun(
-                        run_id=cfg.run_id(),
-                        mixture=mixture,
-                        kind="mixture",
-                        width=width,
-                        seed=seed,
-                        targets=targets,
-                        config=cfg,
-                    )
-                )
+                base_steps = _run_config(exp, list(ops), width, seed, targets).train.steps
+                steps = len(ops) * base_steps if s.budget == "exposure" else None
+                runs.append(planned_run(exp, Label(ops), width, seed, targets, steps))
                 if steps is not None and len(ops) > 1:  # the control: each target alone for the same steps
-                    for t in targets:
-                        if t in ops:
-                            ccfg = _run_config(exp, [t], width, seed, [t], steps=steps)
-                            runs.append(
-                                PlannedRun(
-                                    run_id=ccfg.run_id(),
-                                    mixture=str(Label((t,), steps)),
-                                    kind="control",
-                                    width=width,
-                                    seed=seed,
-                                    targets=[t],
-                                    config=ccfg,
-                                )
-                            )
+                    runs += [planned_run(exp, Label((t,), steps), width, seed, [t], steps) for t in targets if t in ops]
                 if s.transfer:  # the same run started from a model pretrained on another mixture
-                    pops = split_ops(s.transfer.pretrain)
-                    pcfg = _run_config(
-                        exp, pops, width, seed, targets, steps=s.transfer.pretrain_steps, early_stop=False
+                    pops = tuple(split_ops(s.transfer.pretrain))
+                    pre = planned_run(
+                        exp, Label(pops), width, seed, targets, s.transfer.pretrain_steps, early_stop=False
                     )
-                    pre = PlannedRun(
-                        run_id=pcfg.run_id(),
-                        mixture="+".join(pops),
-                        kind="mixture",
-                        width=width,
-                        seed=seed,
-                        targets=targets,
-                        config=pcfg,
-                    )
-                    runs.append(
-                        PlannedRun(
-                            run_id=transfer_run_id(cfg.run_id(), pre.run_id),
-                            mixture=str(Label(tuple(ops), pretrain=tuple(pops))),
-                            kind="transfer",
-                            width=width,
-                            seed=seed,
-                            targets=targets,
-                            config=cfg,
-                            pretrain=pre,
-                        )
-                    )
+                    runs.append(planned_run(exp, Label(ops, pretrain=pops), width, seed, targets, steps, pre))
                     # and from scratch with the pretraining steps added: the same total compute
-                    total = s.transfer.pretrain_steps + cfg.train.steps
-                    lcfg = _run_config(exp, ops, width, seed, targets, steps=total)
-                    runs.append(
-                        PlannedRun(
-                            run_id=lcfg.run_id(),
-                            mixture=str(Label(tuple(ops), total)),
-                            kind="control",
-                            width=width,
-                            seed=seed,
-                            targets=targets,
-                            config=lcfg,
-                        )
-                    )
+                    total = s.transfer.pretrain_steps + (steps or base_steps)
+                    runs.append(planned_run(exp, Label(ops, total), width, seed, targets, total))
     unique = {}  # a control shared by mixtures of the same size is planned once
     for r in runs:
         unique.setdefault(r.run_id, r)

@@ -134,16 +134,17 @@ def config_from_dict(tree: dict, overrides: Sequence[str] = ()) -> RunConfig:
         raise UserError(f"invalid config: {validation_message(e)}") from None
 
 
-def load_toml(path: str | Path) -> dict:
+def load_toml(path: str | Path, what: str = "config") -> dict:
+    """A TOML file as a dict; a missing, malformed or empty file is a one-line error naming `what`."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found")
+        raise UserError(f"{what} file {str(path)!r} not found")
     try:
         tree = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"malformed config {str(path)!r}: {e}") from None
+        raise UserError(f"malformed {what} {str(path)!r}: {e}") from None
     if not tree:
-        raise UserError(f"config file {str(path)!r} is empty (an empty file would silently train the defaults)")
+        raise UserError(f"{what} file {str(path)!r} is empty (an empty file would silently train the defaults)")
     return tree
 
 
