@@ -196,6 +196,27 @@ def records_block(root: Path) -> str:
     return "\n".join(lines)
 
 
+def heldout_block(root: Path) -> str:
+    """ADD alone at width 12 under the claims' regime: the fixed held-out set (cpu-c2's runs)
+    against one drawn per run (heldout-per-run), on validation accuracy."""
+    from jointtask.sweep.results import collect
+
+    per_run = root / "docs" / "results" / "heldout-per-run"
+    fixed = root / "docs" / "results" / "cpu-c2"
+    if not (per_run / "plan.json").exists() or not (fixed / "plan.json").exists():
+        return "(not measured yet: run experiments/cpu/heldout-per-run.toml)"
+    lines = [
+        "| held-out set | runs | validation accuracy, mean | SD over seeds | seeds at >= 0.8 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, d in (("fixed (heldout_seed = 0)", fixed), ('per run (heldout_seed = "run")', per_run)):
+        df = collect(d)
+        g = df[(df.mixture == "ADD") & (df.width == 12)]
+        v = g.accuracy_validation
+        lines.append(f"| {name} | {len(g)} | {v.mean():.2f} | {v.std():.2f} | {(v >= 0.8).sum()}/{len(g)} |")
+    return "\n".join(lines)
+
+
 def cohort_block(root: Path) -> str:
     lines = []
     for f in sorted((root / "docs" / "bench").glob("cohort_*.json")):
@@ -269,6 +290,7 @@ BLOCKS = {
     ("docs/regimes.md", "regimes"): regimes_block,
     ("docs/regimes.md", "pilots"): pilots_block,
     ("docs/definitions.md", "records"): records_block,
+    ("docs/definitions.md", "heldout"): heldout_block,
     ("docs/performance.md", "throughput"): throughput_block,
     ("docs/performance.md", "cohorts"): cohort_block,
     ("docs/performance.md", "gpu-c2"): gpu_c2_block,

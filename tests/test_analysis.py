@@ -317,3 +317,18 @@ def test_bootstrap_replicates_of_seeds_with_missing_runs_are_padded_not_biased()
     keep[5] = False  # one run missing
     t = fit_transition(P[keep], A[keep], S[keep], n_boot=100)
     assert len(t.boot_pstar) == 100 and t.pstar_ci[0] is not None
+
+
+def test_claims_are_rows_of_a_data_file(tmp_path):
+    from jointtask.analysis.claims import CLAIMS, load_claims
+    from jointtask.errors import UserError
+
+    assert CLAIMS == load_claims() and {c.claim for c in CLAIMS} >= {"C1", "C2", "C9"}
+    assert all(c.expects in ("benefit", "no benefit") for c in CLAIMS)
+    bad = tmp_path / "claims.toml"
+    bad.write_text('[[claim]]\nclaim = "C2"\npaper = "x"\nsource = "s"\nscale = "s"\ncommand = "c"\ncolour = "red"\n')
+    with pytest.raises(UserError, match="cannot read the claims file"):
+        load_claims(bad)
+    bad.write_text("[[claim]\n")
+    with pytest.raises(UserError, match="cannot read the claims file"):
+        load_claims(bad)
