@@ -119,3 +119,16 @@ def test_a_committed_source_is_rebuilt_from_its_records(tmp_path):
     shutil.copytree(d, tmp_path / "again")
     r = run_cli("sweep", ROOT / "experiments" / "cpu" / "regime-b256.toml", "--out", tmp_path / "again")
     assert r.returncode == 0 and "0 trained, 24 already done" in r.stderr
+
+
+def test_a_damaged_checkpoint_the_report_reads_is_named_with_its_cure(smoke, tmp_path):
+    out = tmp_path / "sweep"
+    shutil.copytree(smoke, out)
+    ck = sorted(out.glob("runs/*/checkpoint.pt"))[0]
+    ck.write_bytes(ck.read_bytes()[:64])
+    r = run_cli("analyze", out, "--n-boot", "20")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert ck.parent.name in r.stderr and "run its sweep again" in r.stderr
+    shutil.rmtree(ck.parent)  # the cure it names
+    assert run_cli("sweep", SMOKE, "--out", out).returncode == 0
+    assert run_cli("analyze", out, "--n-boot", "20").returncode == 0
