@@ -124,7 +124,10 @@ def test_a_committed_source_is_rebuilt_from_its_records(tmp_path):
 def test_a_damaged_checkpoint_the_report_reads_is_named_with_its_cure(smoke, tmp_path):
     out = tmp_path / "sweep"
     shutil.copytree(smoke, out)
-    ck = sorted(out.glob("runs/*/checkpoint.pt"))[0]
+    from jointtask.analysis.sweep_analysis import representative_runs
+
+    read = next(iter(representative_runs(out, collect(out)).values()))["run_id"]  # a run the report reads
+    ck = out / "runs" / read / "checkpoint.pt"
     ck.write_bytes(ck.read_bytes()[:64])
     r = run_cli("analyze", out, "--n-boot", "20")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
