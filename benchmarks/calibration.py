@@ -6,6 +6,7 @@ prints the table docs/definitions.md holds.
 
     python benchmarks/calibration.py [--designs quick,cpu] [--reps 100] [--ratios 1,2,3,4,6] [--workers N]
     python benchmarks/calibration.py --designs quick-16,quick-32 --reps 60 --ratios 1,2,3   (the rows held)
+    python benchmarks/calibration.py --designs dense,dense-16,dense-32 --reps 60 --ratios 1,2,3 --workers 3
     python benchmarks/calibration.py --markdown docs/bench/calibration.json   (the table only)
 """
 
