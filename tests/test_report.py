@@ -107,7 +107,7 @@ def test_transfer_experiment_starts_from_pretrained_weights(tmp_path):
     # two fine-tuning runs that share a pretraining run, in two cohorts of one process: it trains once
     from jointtask.fileio import read_jsonl
     from jointtask.sweep.experiment import plan
-    from jointtask.sweep.runner import execute_groups
+    from jointtask.sweep.worker import execute_groups
 
     two = {**exp.sweep.model_dump(), "mixtures": ["MIN", "MIN+MED"], "targets": ["MIN"]}
     ft = [r for r in plan(exp.model_copy(update={"sweep": type(exp.sweep).model_validate(two)})) if r.pretrain]

@@ -92,7 +92,8 @@ def test_a_sweep_in_cohorts_killed_and_resumed_gives_the_solo_table(tmp_path, re
 
 
 def test_the_cohorts_of_one_cuda_device_train_in_one_process_each_as_alone(tmp_path, reference):
-    from jointtask.sweep.runner import cohorts, execute_groups, one_process_per_device
+    from jointtask.sweep.placement import cohorts, one_process_per_device
+    from jointtask.sweep.worker import execute_groups
 
     runs = plan(load_experiment(SMOKE, ["sweep.seeds=[0]"]))
     groups, _ = cohorts(runs, 4)

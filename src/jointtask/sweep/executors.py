@@ -3,8 +3,8 @@
     executor.map(work, runs_dir) -> iterator of (run, outcome, exception), in completion order
 
 `work` lists what each worker process trains: a list of groups, each one run, or a cohort of
-runs of one shape trained as one computation (runner.cohorts; on one machine the cohorts of a GPU
-share one process, runner.one_process_per_device). `local` is a process pool on this machine (one
+runs of one shape trained as one computation (placement.cohorts; on one machine the cohorts of a GPU
+share one process, placement.one_process_per_device). `local` is a process pool on this machine (one
 torch thread per worker); `ray` hands each item of work to a Ray cluster as a task that declares
 one CPU (and a whole GPU for cohorts on CUDA), retried a bounded number of times.
 """
@@ -18,7 +18,7 @@ import multiprocessing as mp
 from pathlib import Path
 
 from ..errors import UserError
-from .runner import die_with_parent, execute_groups
+from .worker import die_with_parent, execute_groups
 
 
 class LocalExecutor:

@@ -17,7 +17,8 @@ from ..errors import UserError
 from ..fileio import atomic_write_bytes
 from ..train import run_dir
 from ..train.run_dir import CHECKPOINT, CONFIG, METRICS, RESULT
-from .runner import SWEEP_LOG, load_plan
+from .plan_io import load_plan
+from .runner import SWEEP_LOG
 
 RECORD_FILES = (CONFIG, METRICS, RESULT)  # result.json last: a run is in DIR once it is there whole
 

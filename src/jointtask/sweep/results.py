@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..fileio import read_jsonl
 from ..train import run_dir
-from .runner import load_plan
+from .plan_io import load_plan
 
 COLUMNS = [
     "run_id",
