@@ -2,14 +2,13 @@
 
 Pipeline (each layer imports only from the ones before it):
 tasks -> model -> train -> sweep -> analysis -> report; the Python API (api.py) and the command
-line (cli.py) on top.
+line (cli.py) on top. `jointtask.train(config, out, overrides)` trains one run (the train package
+is callable).
 """
 
 __version__ = "0.1.0"
 
-# The subpackage `train` is imported (it imports nothing) before the API's `train` function is
-# bound: a subpackage imported later would replace the function in this namespace.
-from . import train as _train_package  # noqa: E402, F401
-from .api import Model, UserError, claims, load_model, ratios, results, train, transition  # noqa: E402
+from . import train  # noqa: E402  (callable: trains one run)
+from .api import Model, UserError, claims, load_model, ratios, results, transition  # noqa: E402
 
 __all__ = ["Model", "UserError", "claims", "load_model", "ratios", "results", "train", "transition", "__version__"]

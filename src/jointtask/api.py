@@ -4,6 +4,7 @@
     df = jt.results("runs/smoke")              # one row per run and target op (results.csv)
     trans = jt.transition(df)                  # P* and P50 with intervals, one row per curve
     rat = jt.ratios(df)                        # joint-benefit ratios with verdicts
+    result = jt.train("configs/max-mod10.toml", out="runs/one", overrides={"model.width": 16})
     model = jt.load_model("runs/smoke/runs/<run_id>")
     logits, cache = model.run_with_cache(model.encode("MAX ( 3 1 ) ="))
 
@@ -12,10 +13,10 @@ Bad arguments raise `jt.UserError` with a one-line message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from .model import LoopedTransformer
     from .tasks.families import Vocab
     from .train.config import RunConfig
-    from .train.run_dir import RunResult
 
 
 def results(sweep_dir: str | Path) -> "pd.DataFrame":
@@ -102,36 +102,6 @@ def _n_boot(n_boot: int | None, default: int) -> int:
     return n_boot
 
 
-def train(
-    config: "str | Path | Mapping[str, Any] | RunConfig",
-    out: str | Path,
-    overrides: Mapping[str, Any] | None = None,
-    resume: bool = False,
-) -> "RunResult":
-    """Train one run into the run directory `out` and return its record (result.json). `config`
-    is a TOML path, a dict of config sections, or a RunConfig; `overrides` maps dotted keys to
-    values, as `--set` does ({"model.width": 64})."""
-    import json
-
-    from .train.config import RunConfig, config_from_dict, load_toml
-    from .train.loop import check_fits, train_run
-
-    if isinstance(config, RunConfig):
-        tree: dict = config.model_dump(mode="json")
-    elif isinstance(config, Mapping):
-        tree = dict(config)
-    elif isinstance(config, (str, Path)):
-        tree = load_toml(config)
-    else:
-        raise UserError(f"config must be a path, a dict or a RunConfig, got {type(config).__name__}")
-    sets = [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()]
-    cfg = config_from_dict(tree, sets)
-    check_fits(cfg)
-    result = train_run(cfg, out, resume=resume, quiet=True)
-    assert result is not None
-    return result
-
-
 @dataclass
 class Model:
     """A trained run's model with its vocabulary (`load_model`)."""
@@ -185,4 +155,4 @@ def load_model(run_dir: str | Path) -> Model:
     return Model(model.eval(), vocab, cfg)
 
 
-__all__ = ["Model", "UserError", "claims", "load_model", "ratios", "results", "train", "transition"]
+__all__ = ["Model", "UserError", "claims", "load_model", "ratios", "results", "transition"]

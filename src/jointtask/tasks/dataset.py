@@ -39,7 +39,8 @@ from .families import EQUALS, PAD, Family, Vocab
 from .config import DataConfig, TaskConfig, check_protocol
 
 MAX_ENUMERATED = 200_000  # depth-1 argument lists enumerated at most (n ** max_args)
-GENERATOR_VERSION = 2  # bump when generated content changes, so caches are not reused
+GENERATOR_VERSION = 2  # seeds the draws: changing it changes every dataset
+CACHE_VERSION = 3  # bump whenever a set drawn from the same arguments changes, so that no cache is reused
 SPLITS = ("train", "validation", "test")
 _SPLIT_SALT = b"jointtask-split-v2"
 

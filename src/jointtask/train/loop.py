@@ -11,7 +11,9 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from ..fileio import append_line, atomic_write_bytes, atomic_write_text, read_js
 from ..model import LoopedTransformer, Packing
 from ..model_config import count_params
 from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
-from .config import RunConfig, load_config
+from .config import RunConfig, config_from_dict, load_config, load_toml
 from .evaluate import accuracy
 from .run_dir import (
     CHECKPOINT,
@@ -570,6 +572,30 @@ def train_run(
     finally:
         progress.close()
     return run.finish()
+
+
+def train(
+    config: "str | Path | Mapping[str, Any] | RunConfig",
+    out: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    resume: bool = False,
+) -> RunResult:
+    """Train one run into the run directory `out` and return its record (result.json), for
+    Python callers (`jointtask.train(...)`). `config` is a TOML path, a dict of config sections, or
+    a RunConfig; `overrides` maps dotted keys to values, as `--set` does ({"model.width": 64})."""
+    if isinstance(config, RunConfig):
+        tree: dict = config.model_dump(mode="json")
+    elif isinstance(config, Mapping):
+        tree = dict(config)
+    elif isinstance(config, (str, Path)):
+        tree = load_toml(config)
+    else:
+        raise UserError(f"config must be a path, a dict or a RunConfig, got {type(config).__name__}")
+    cfg = config_from_dict(tree, [f"{k}={json.dumps(v)}" for k, v in (overrides or {}).items()])
+    check_fits(cfg)
+    result = train_run(cfg, out, resume=resume, quiet=True)
+    assert result is not None
+    return result
 
 
 def _run_id_of(run_dir: Path) -> str:
