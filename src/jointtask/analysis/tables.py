@@ -73,7 +73,8 @@ def check_results(df: pd.DataFrame) -> None:
         if bad.any():
             i = int(bad.to_numpy().argmax())
             raise UserError(f"results table, line {i + 2}: seed {df.seed.iloc[i]!r} is not an integer")
-    for i, (m, op) in enumerate(zip(df.mixture, df.target_op)):
+    pairs = df[["mixture", "target_op"]].reset_index(drop=True).drop_duplicates()  # each curve once, at its first line
+    for i, m, op in zip(pairs.index, pairs.mixture, pairs.target_op):
         if not isinstance(m, str) or not isinstance(op, str) or not m.strip() or not op.strip():
             raise UserError(f"results table, line {i + 2}: empty mixture or target_op")
         try:
