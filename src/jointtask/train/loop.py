@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..fileio import append_line, atomic_write_bytes, atomic_write_text, read_jsonl
 from ..model import LoopedTransformer, Packing
 from ..model_config import count_params
+from ..tasks.families import Vocab
 from ..tasks.dataset import EncodedSet, TaskData, build_task_data, context_length
 from .config import RunConfig, config_from_dict, load_config, load_toml
 from .evaluate import accuracy
@@ -201,8 +202,7 @@ def memory_estimate(cfg: RunConfig) -> dict[str, float]:
     weights with gradients and AdamW moments, and one step's activations (saved for backward)."""
     family = cfg.task.family()
     T, n = model_context(cfg), family.n_values
-    vocab = len(family.OPS) + n + 5
-    params = count_params(cfg.model, vocab, T)["params"]
+    params = count_params(cfg.model, len(Vocab(family)), T)["params"]
     m, t = cfg.model, cfg.train
     width_per_token = m.recurrence * m.blocks * (16 + 2 * m.mlp_ratio) * m.width + m.recurrence * m.blocks * m.heads * T
     rows = t.batch_size * (T if t.packing == "examples" else t.window)
@@ -228,10 +228,11 @@ def check_fits(cfg: RunConfig, runs_at_once: int = 1) -> None:
     """Refuse, before any work, a config whose data or model cannot fit in this machine's memory
     (`runs_at_once` runs side by side), with the estimate. A GPU's own memory is checked by the
     cohort sizing; this bounds what every run holds in the host's memory."""
-    n_train = cfg.data.per_n * cfg.task.family().n_values
+    n_values = cfg.task.family().n_values
+    n_train = cfg.data.per_n * n_values
     if n_train > MAX_TRAIN_SAMPLES:
         raise UserError(
-            f"data.per_n x {cfg.task.family().n_values} values = {n_train:,} training samples; generating more than "
+            f"data.per_n x {n_values} values = {n_train:,} training samples; generating more than "
             f"{MAX_TRAIN_SAMPLES:,} would take hours: reduce data.per_n or the task's size"
         )
     need = memory_estimate(cfg)
