@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from jointtask.errors import UserError
 from jointtask.fileio import read_jsonl
 from jointtask.model import LoopedTransformer, ModelConfig
+from jointtask.model import stacked as stacked_weights
 from jointtask.sweep.executors import prepare_data
 from jointtask.train.cohort import Cohort, fit_cohort_size, stacked_forward, train_cohort
 from jointtask.train.config import load_config
@@ -38,12 +39,11 @@ def test_stacked_forward_matches_separate_models():
     torch.manual_seed(0)
     cfg = ModelConfig(width=16, heads=2, blocks=2, recurrence=2, mlp_ratio=2)
     models = [LoopedTransformer(cfg, 20, 12) for _ in range(3)]
-    names = [n for n, _ in models[0].named_parameters()]
-    stacked = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_() for n in names}
+    stacked = {n: w.requires_grad_() for n, w in stacked_weights(models).items()}
     idx = torch.randint(0, 20, (3, 4, 10))
     at = torch.stack([torch.randperm(40)[:7] for _ in range(3)])
     targets = torch.randint(0, 20, (3, 7))
-    logits = stacked_forward(stacked, idx, at, cfg.heads, cfg.blocks, cfg.recurrence)
+    logits = stacked_forward(models[0], stacked, idx, at)
     F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").backward()
     for k, m in enumerate(models):
         alone = m(idx[k], at=at[k])
@@ -53,16 +53,37 @@ def test_stacked_forward_matches_separate_models():
             torch.testing.assert_close(stacked[n].grad[k], p.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_stacked_models_run_with_hooks_each_as_alone():
+    """A cohort's models are hooked like any other: every hook point sees the K models'
+    activations stacked, each the activation its model gives alone."""
+    from torch.func import functional_call
+
+    torch.manual_seed(1)
+    cfg = ModelConfig(width=8, heads=2, recurrence=3)
+    models = [LoopedTransformer(cfg, 15, 9) for _ in range(3)]
+    idx = torch.randint(0, 15, (3, 2, 9))
+    names = list(models[0].hook_points())
+    cache = {}
+    with torch.no_grad(), models[0].hooks([(n, lambda x, hook: cache.setdefault(hook.name, x)) for n in names]):
+        logits = functional_call(models[0], stacked_weights(models), (idx,))
+    assert set(cache) == set(names) and "passes.2.attn.hook_pattern" in names
+    for k, m in enumerate(models):
+        alone_logits, alone = m.run_with_cache(idx[k])
+        torch.testing.assert_close(logits[k], alone_logits, rtol=1e-5, atol=1e-6)
+        for n in names:
+            torch.testing.assert_close(cache[n][k].reshape(alone[n].shape), alone[n], rtol=1e-5, atol=1e-6)
+
+
 def test_stacked_linear_gradients_hold_with_tokens_cut_into_pieces(monkeypatch):
     """The weight gradient reduced in pieces (as on CUDA) is the gradient: checked numerically."""
-    import jointtask.train.cohort as cohort
+    import jointtask.model as model
 
     for pieces in (1, 4):
-        monkeypatch.setattr(cohort, "_chunks", lambda n, c=pieces: c)
+        monkeypatch.setattr(model, "token_pieces", lambda n, c=pieces: c)
         monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda t: True))
         x, w, b = (torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in ((2, 8, 3), (2, 5, 3), (2, 5)))
-        assert torch.autograd.gradcheck(cohort._Linear.apply, (x, w, b))
-        assert torch.autograd.gradcheck(cohort._Linear.apply, (x, w, None))
+        assert torch.autograd.gradcheck(model._StackedLinear.apply, (x, w, b))
+        assert torch.autograd.gradcheck(model._StackedLinear.apply, (x, w, None))
         monkeypatch.undo()
 
 
@@ -211,5 +232,5 @@ def test_cohort_benchmark_reports_each_size_against_runs_alone():
 
     res = run_cohort_bench("cpu", widths=(8,), sizes=(2,), seconds=0.3)
     row = res["widths"]["8"]
-    assert row["solo"] > 0 and row["2"] > 0 and row["speedup"]["2"] == pytest.approx(row["2"] / row["solo"])
+    assert row["solo"] > 0 and row["2"] > 0 and set(row["speedup"]) == {"2"}
     assert res["machine"]["device"] == "cpu" and "C2 grid" in res["task"]

@@ -24,8 +24,10 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import platform
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ from .model import LoopedTransformer, ModelConfig
 from .tasks.dataset import TaskData, build_task_data, context_length
 from .tasks.config import DataConfig, TaskConfig
 from .train.config import RunConfig, TrainConfig
-from .train.loop import batch_indices, make_batch, make_optimizer, optimisation_step
+from .train.loop import Run, batch_indices, make_batch, make_optimizer, optimisation_step
 
 
 PATH = "plain PyTorch (SDPA attention with block-diagonal masks, fused AdamW)"
@@ -240,64 +242,47 @@ def run_bench(quick: bool = False, widths=(16, 32, 64, 128)) -> dict:
     return out
 
 
-class _BenchRun:
-    """What a cohort needs of a run, without a run directory: a config, its data, a model, an
-    optimiser and a step count."""
-
-    def __init__(self, cfg: RunConfig, data: TaskData, context: int, device: torch.device):
-        torch.manual_seed(cfg.seed)
-        self.cfg, self.data, self.stream, self.step = cfg, data, None, 0
-        self.model = LoopedTransformer(cfg.model, len(data.vocab), context).to(device)
-        self.opt = make_optimizer(self.model, cfg)
-
-    def lr(self) -> float:
-        return self.cfg.train.lr
-
-
 def measure_cohort(width: int, size: int, seconds: float, device: str) -> float:
     """Model-steps per second of a cohort of `size` runs at `width` (size 0: one run alone, on the
-    solo trainer's path, packing and all)."""
+    solo trainer's path, packing and all). The runs are real runs (train/loop.py's `Run`) in a
+    scratch directory; only their steps are timed."""
     from .train.cohort import Cohort
 
     torch.set_num_threads(1)
     task = TaskConfig(ops=["ADD", "MAX", "MED"], modulus=20, max_depth=1)  # the C2 grid's task
-    data = build_task_data(task, DataConfig(per_n=200, eval_count=1, eval_train_count=0), 0)
-    dev = torch.device(device)
+    data = DataConfig(per_n=200, eval_count=1, eval_train_count=0)
     cfgs = [
-        RunConfig(task=task, model=ModelConfig(width=width), seed=k, train=TrainConfig(device=device))
+        RunConfig(task=task, data=data, model=ModelConfig(width=width), seed=k, train=TrainConfig(device=device))
         for k in range(max(size, 1))
     ]
-    runs = [_BenchRun(c, data, context_length(task), dev) for c in cfgs]
+    dev = torch.device(device)
+    with tempfile.TemporaryDirectory(prefix="jointtask-bench-") as scratch:
+        runs = [Run(c, Path(scratch) / str(k)) for k, c in enumerate(cfgs)]
+        if size == 0:
+            r = runs[0]
 
-    if size == 0:
-        r = runs[0]
+            def work() -> int:
+                optimisation_step(r.model, r.opt, r.batch(), r.cfg.train.grad_clip)
+                r.state["step"] += 1
+                return 1
+        else:
+            cohort = Cohort(runs)
 
-        def solo_step():
-            idx = batch_indices(r.cfg.seed, r.step, len(data.train), r.cfg.train.batch_size)
-            batch = make_batch(data.train, idx, "answer", dev, r.cfg.train.pack)
-            optimisation_step(r.model, r.opt, batch, r.cfg.train.grad_clip)
-            r.step += 1
-            return 1
-    else:
-        cohort = Cohort(runs)  # type: ignore[arg-type]  # duck-typed runs
+            def work() -> int:
+                cohort.step()
+                for r in runs:
+                    r.state["step"] += 1
+                return size
 
-        def cohort_step():
-            cohort.step()
-            for r in runs:
-                r.step += 1
-            return size
+        def step() -> int:
+            n = work()
+            if dev.type == "cuda":  # a step is timed when its work is done, not when it is queued
+                torch.cuda.synchronize(dev)
+            return n
 
-    work = solo_step if size == 0 else cohort_step
-
-    def step() -> int:
-        n = work()
-        if dev.type == "cuda":  # a step is timed when its work is done, not when it is queued
-            torch.cuda.synchronize(dev)
-        return n
-
-    for _ in range(Cohort.warmup + 1):  # warm-up (on CUDA: past the graph's capture)
-        step()
-    taken, model_steps = _time_steps(step, seconds)
+        for _ in range(Cohort.warmup + 1):  # warm-up (on CUDA: past the graph's capture)
+            step()
+        taken, model_steps = _time_steps(step, seconds)
     return model_steps / taken
 
 

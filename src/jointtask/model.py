@@ -17,6 +17,11 @@ applications (0 .. blocks*recurrence-1); weights are shared between passes, hook
 as in training and decoding, the last pass's three hooks after attention see only those.)
 Attention runs through `F.scaled_dot_product_attention`, which never forms the pattern; it is
 formed (and hook_pattern called) only inside a `hooks(...)` block that names a pattern hook.
+
+Stacked models: the same code runs K models of one shape at once (train/cohort.py) when every
+weight carries a leading model dimension, [K, ...] in place of [...] (`stacked(models)` builds them;
+`torch.func.functional_call` swaps them in). Ids are then [K, B, T], activations [K, B, T, d] (hooks
+see those), and `at` is [K, A], flat indices into each model's B * T.
 """
 
 from __future__ import annotations
@@ -30,6 +35,104 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .model_config import ModelConfig, count_params  # noqa: F401  (the model's config, kept torch-free)
+
+
+class Linear(nn.Module):
+    """x W^T + b: weight [out, in] and bias [out] (as nn.Linear), or stacked, [K, out, in] and
+    [K, out] with inputs [K, ..., in]."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_out, d_in))
+        self.bias = nn.Parameter(torch.empty(d_out)) if bias else None
+
+    def forward(self, x):
+        if self.weight.dim() == 2:
+            return F.linear(x, self.weight, self.bias)
+        K, lead = x.shape[0], x.shape[1:-1]
+        return _StackedLinear.apply(x.reshape(K, -1, x.shape[-1]), self.weight, self.bias).view(K, *lead, -1)
+
+
+class _StackedLinear(torch.autograd.Function):
+    """x w^T + b for K models: x [K, N, i], w [K, o, i], b [K, o] or None -> [K, N, o].
+
+    The weight's gradient is a sum over N, thousands of tokens, into a tiny [o, i] matrix: as one
+    matrix product per model it is K long serial reductions, which left most of a GPU idle
+    (profiled on an H200: the largest share of a cohort step at width 8). On CUDA the tokens are
+    cut into pieces reduced in parallel, then summed."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.bias = b is not None
+        wt = w.transpose(1, 2)
+        return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        (gy,) = grads  # [K, N, o]
+        x, w = ctx.saved_tensors
+        (K, N, i), o = x.shape, gy.shape[2]
+        c = token_pieces(N) if gy.is_cuda else 1  # one CPU core reduces serially anyway (pieces: 10% slower)
+        gw = torch.bmm(gy.reshape(K * c, N // c, o).transpose(1, 2), x.reshape(K * c, N // c, i))
+        return torch.bmm(gy, w), gw.view(K, c, o, i).sum(1), gy.sum(1) if ctx.bias else None
+
+
+def token_pieces(n: int, tokens: int = 64) -> int:
+    """The most pieces of at least `tokens` tokens, a power of two dividing `n`, at most 64."""
+    c = 1
+    while c < 64 and n % (2 * c) == 0 and n // (2 * c) >= tokens:
+        c *= 2
+    return c
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm over the last dimension with a gain and a bias [d] (as nn.LayerNorm), or stacked,
+    [K, d] with inputs [K, ..., d]."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        if self.weight.dim() == 1:
+            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        return torch.addcmul(self.bias.view(shape), F.layer_norm(x, x.shape[-1:]), self.weight.view(shape))
+
+
+class Embedding(nn.Module):
+    """Rows of a table [n, d] (as nn.Embedding), or stacked, [K, n, d]: ids [K, ...] pick from their
+    model's table; ids without the model dimension (positions) pick the same rows of every table."""
+
+    def __init__(self, n: int, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n, d))
+
+    def forward(self, idx):
+        w = self.weight
+        if w.dim() == 2:
+            return F.embedding(idx, w)
+        if idx.dim() == 1:  # positions [T] -> [K, T, d]
+            return w[:, idx]
+        ks = torch.arange(w.shape[0], device=idx.device).view(-1, *([1] * (idx.dim() - 1)))
+        return w[ks, idx]
+
+
+def select(x: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """The tokens at flat indices `at`: x [B, T, d] or [N, d] with at [A] -> [A, d]; stacked,
+    x [K, B, T, d] with at [K, A] (into each model's B * T) -> [K, A, d]."""
+    d = x.shape[-1]
+    if at.dim() == 1:
+        return x.reshape(-1, d).index_select(0, at)
+    return torch.gather(x.reshape(at.shape[0], -1, d), 1, at.unsqueeze(-1).expand(-1, -1, d))
+
+
+def stacked(models: list[nn.Module]) -> dict[str, torch.Tensor]:
+    """The weights of models of one shape, stacked on a new first dimension, by name."""
+    named = [dict(m.named_parameters()) for m in models]
+    return {n: torch.stack([ps[n].detach() for ps in named]) for n in named[0]}
 
 
 class HookPoint(nn.Module):
@@ -67,27 +170,28 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.heads = cfg.heads
-        self.qkv = nn.Linear(cfg.width, 3 * cfg.width)
-        self.proj = nn.Linear(cfg.width, cfg.width)
+        self.qkv = Linear(cfg.width, 3 * cfg.width)
+        self.proj = Linear(cfg.width, cfg.width)
 
-    def attend(self, qkv, mask=None, pattern: HookPoint | None = None):  # qkv [B, T, 3d] -> [B, T, d]
-        B, T, C3 = qkv.shape
+    def attend(self, qkv, mask=None, pattern: HookPoint | None = None):  # qkv [..., T, 3d] -> [..., T, d]
+        *lead, T, C3 = qkv.shape
         hs = C3 // 3 // self.heads
         # strided views, no copies (measured: about 9% off the attention sublayer at one head)
-        q, k, v = (t.view(B, T, self.heads, hs).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # [B, h, T, hs]
+        q, k, v = (t.reshape(-1, T, self.heads, hs).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # [B, h, T, hs]
         if pattern is not None:  # written out, so that the pattern exists to be read or patched
             if mask is None:
                 mask = torch.full((T, T), float("-inf"), device=qkv.device).triu(1)
-            y = pattern(((q @ k.transpose(-1, -2)) / math.sqrt(hs) + mask).softmax(-1)) @ v
+            probs = ((q @ k.transpose(-1, -2)) / math.sqrt(hs) + mask).softmax(-1)  # [B, h, T, T]
+            y = pattern(probs.view(*lead, self.heads, T, T)).reshape(probs.shape) @ v  # stacked: [K, B, h, T, T]
         elif mask is None:  # right padding needs no mask: causal attention never looks ahead
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return y.transpose(1, 2).reshape(B, T, C3 // 3)
+        return y.transpose(1, 2).reshape(*lead, T, C3 // 3)
 
     def forward(
         self, x, packing: Packing | None = None, pattern: HookPoint | None = None, at: torch.Tensor | None = None
-    ):  # x [B, T, d] or packed [N, d] -> the same; with `at`, [len(at), d]
+    ):  # x [..., T, d] or packed [N, d] -> the same; with `at`, [len(at), d] (stacked: [K, A, d])
         qkv = self.qkv(x)
         if packing is None:
             y = self.attend(qkv, pattern=pattern)
@@ -100,15 +204,15 @@ class Attention(nn.Module):
                 start += rows * T
             y = out[0] if len(out) == 1 else torch.cat(out)
         if at is not None:
-            y = y.reshape(-1, y.shape[-1]).index_select(0, at)
+            y = select(y, at)
         return self.proj(y)
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.width, cfg.mlp_ratio * cfg.width)
-        self.out = nn.Linear(cfg.mlp_ratio * cfg.width, cfg.width)
+        self.fc = Linear(cfg.width, cfg.mlp_ratio * cfg.width)
+        self.out = Linear(cfg.mlp_ratio * cfg.width, cfg.width)
 
     def forward(self, x):
         return self.out(F.gelu(self.fc(x)))
@@ -130,9 +234,9 @@ class PassHooks(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln_attn = nn.LayerNorm(cfg.width)
+        self.ln_attn = LayerNorm(cfg.width)
         self.attn = Attention(cfg)
-        self.ln_mlp = nn.LayerNorm(cfg.width)
+        self.ln_mlp = LayerNorm(cfg.width)
         self.mlp = MLP(cfg)
 
     def forward(
@@ -146,7 +250,7 @@ class Block(nn.Module):
         x = hooks.hook_resid_pre(x)
         a = self.attn(self.ln_attn(x), packing, hooks.attn.hook_pattern if pattern else None, at)
         if at is not None:  # every token's keys were needed above; from here on only these tokens
-            x = x.reshape(-1, x.shape[-1]).index_select(0, at)
+            x = select(x, at)
         x = x + hooks.hook_attn_out(a)
         x = x + hooks.hook_mlp_out(self.mlp(self.ln_mlp(x)))
         return hooks.hook_resid_post(x)
@@ -156,14 +260,14 @@ class LoopedTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int, max_len: int):
         super().__init__()
         self.cfg, self.vocab_size, self.max_len = cfg, vocab_size, max_len
-        self.tok_embed = nn.Embedding(vocab_size, cfg.width)
-        self.pos_embed = nn.Embedding(max_len, cfg.width)
+        self.tok_embed = Embedding(vocab_size, cfg.width)
+        self.pos_embed = Embedding(max_len, cfg.width)
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.blocks))
         self.passes = nn.ModuleList(PassHooks() for _ in range(cfg.blocks * cfg.recurrence))
-        self.ln_final = nn.LayerNorm(cfg.width)
-        self.head = nn.Linear(cfg.width, vocab_size, bias=False)
+        self.ln_final = LayerNorm(cfg.width)
+        self.head = Linear(cfg.width, vocab_size, bias=False)
         self.apply(self._init)
         for name, p in self.named_parameters():  # scaled init of residual projections (GPT-2)
             if name.endswith(("attn.proj.weight", "mlp.out.weight")):
@@ -175,11 +279,11 @@ class LoopedTransformer(nn.Module):
 
     @staticmethod
     def _init(module):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, Linear):
             nn.init.normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
+        elif isinstance(module, Embedding):
             nn.init.normal_(module.weight, std=0.02)
 
     def residual(
@@ -199,7 +303,10 @@ class LoopedTransformer(nn.Module):
             if T > self.max_len:
                 raise ValueError(f"sequence of {T} tokens exceeds the model's context of {self.max_len}")
             pos = torch.arange(T, device=idx.device)
-        x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(self.pos_embed(pos))
+        pos_embed = self.pos_embed(pos)  # [T, d]; stacked [K, T, d], for every batch row: [K, 1, T, d]
+        if self.tok_embed.weight.dim() == 3:
+            pos_embed = pos_embed.unsqueeze(1)
+        x = self.hook_embed(self.tok_embed(idx)) + self.hook_pos_embed(pos_embed)
         last = len(self.passes) - 1
         for p, hooks in enumerate(self.passes):
             x = self.blocks[p % len(self.blocks)](x, hooks, packing, self._pattern, at if p == last else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Literal, Optional, Union
 
 from pydantic import field_validator, model_validator
@@ -51,12 +52,18 @@ class TaskConfig(Strict):
         return "+".join(self.ops)
 
     def family(self, seed: int = 0) -> Family:
-        """The task's family; `seed` draws any random labelling (SADD's) unless sadd_seed fixes it."""
+        """The task's family; `seed` draws any random labelling (SADD's) unless sadd_seed fixes it.
+        Built once per (ops, size, labelling) and shared: a family is read-only."""
         fam = family_of(self.ops)
-        return fam(getattr(self, fam.parameter), self.sadd_seed if self.sadd_seed is not None else seed)
+        return _family(fam, getattr(self, fam.parameter), self.sadd_seed if self.sadd_seed is not None else seed)
 
     def with_ops(self, ops: list[str]) -> "TaskConfig":
         return self.model_copy(update={"ops": list(ops)})
+
+
+@functools.lru_cache(maxsize=64)
+def _family(fam: type, size: int, seed: int) -> Family:
+    return fam(size, seed)
 
 
 class DataConfig(Strict):

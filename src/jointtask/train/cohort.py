@@ -10,9 +10,10 @@ schedule, gradient clipping, evaluation, early stopping, checkpoint and result.j
 stops leaves the cohort with the state it stopped with; the others go on. A run directory trained
 in a cohort looks as if the run had trained alone, and either trainer resumes it.
 
-The stacked forward below is the looped transformer of model.py written for [K, B, T, d]
-activations (a test checks losses and gradients against K separate models). torch.func.vmap over
-the model would be shorter, but has no batching rule for the CPU's fused attention kernel.
+The forward is the looped transformer of model.py itself, run on stacked [K, ...] weights (its
+layers take them; a test checks losses and gradients against K separate models); the optimiser is
+torch's AdamW, with each run's weights as its own parameter groups (its learning rate, betas and
+weight decay, on matrices only, as `make_optimizer` groups them alone).
 
 On a CPU a cohort pays little (the matrices of small models are already per-core), so the sweep's
 default cohort size is 1 there; see `jointtask bench --cohort`.
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from ..errors import UserError
 from ..tasks.families import PAD, Vocab
@@ -47,94 +49,25 @@ def shape_of(cfg: RunConfig) -> tuple:
     return (tuple(sorted(cfg.model.model_dump().items())), vocab, model_context(cfg), t.batch_size, t.packing, t.device)
 
 
-def _layer_norm(x, w, b):  # x [K, N, d], w b [K, d]
-    return torch.addcmul(b.unsqueeze(1), F.layer_norm(x, x.shape[-1:]), w.unsqueeze(1))
-
-
-class _Linear(torch.autograd.Function):
-    """x w^T + b for K models: x [K, N, i], w [K, o, i], b [K, o] or None -> [K, N, o].
-
-    The weight's gradient is a sum over N, thousands of tokens, into a tiny [o, i] matrix: as one
-    matrix product per model it is K long serial reductions, which left most of a GPU idle
-    (profiled on an H200: the largest share of a cohort step at width 8). On CUDA the tokens are
-    cut into pieces reduced in parallel, then summed."""
-
-    @staticmethod
-    def forward(ctx, x, w, b):
-        ctx.save_for_backward(x, w)
-        ctx.bias = b is not None
-        wt = w.transpose(1, 2)
-        return torch.bmm(x, wt) if b is None else torch.baddbmm(b.unsqueeze(1), x, wt)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        (gy,) = grads  # [K, N, o]
-        x, w = ctx.saved_tensors
-        (K, N, i), o = x.shape, gy.shape[2]
-        c = _chunks(N) if gy.is_cuda else 1  # one CPU core reduces serially anyway (pieces: 10% slower here)
-        gw = torch.bmm(gy.reshape(K * c, N // c, o).transpose(1, 2), x.reshape(K * c, N // c, i))
-        return torch.bmm(gy, w), gw.view(K, c, o, i).sum(1), gy.sum(1) if ctx.bias else None
-
-
-def _chunks(n: int, tokens: int = 64) -> int:
-    """The most pieces of at least `tokens` tokens, a power of two dividing `n`, at most 64."""
-    c = 1
-    while c < 64 and n % (2 * c) == 0 and n // (2 * c) >= tokens:
-        c *= 2
-    return c
-
-
-def _linear(x, w, b=None):  # x [K, N, i], w [K, o, i], b [K, o] -> [K, N, o]
-    return _Linear.apply(x, w, b)
-
-
 def stacked_forward(
-    p: dict[str, torch.Tensor], idx: torch.Tensor, at: torch.Tensor, heads: int, blocks: int, recurrence: int
+    model: torch.nn.Module, params: dict[str, torch.Tensor], idx: torch.Tensor, at: torch.Tensor
 ) -> torch.Tensor:
-    """Logits [K, A, vocab] of K models (weights `p`, named as in LoopedTransformer, stacked on
-    dim 0) for ids [K, B, T], at flat token indices `at` [K, A] into each model's B * T."""
-    K, B, T = idx.shape
-    ks = torch.arange(K, device=idx.device).view(K, 1, 1)
-    x = p["tok_embed.weight"][ks, idx] + p["pos_embed.weight"][:, :T].unsqueeze(1)  # [K, B, T, d]
-    d = x.shape[-1]
-    hs = d // heads
-    x = x.view(K, B * T, d)
-    last = blocks * recurrence - 1
-    for step in range(last + 1):
-        n = f"blocks.{step % blocks}."
-        h = _layer_norm(x, p[n + "ln_attn.weight"], p[n + "ln_attn.bias"])
-        qkv = _linear(h, p[n + "attn.qkv.weight"], p[n + "attn.qkv.bias"])  # [K, B*T, 3d]
-        q, k, v = (t.reshape(K * B, T, heads, hs).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # [K*B, h, T, hs]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(K, B * T, d)
-        if step == last:  # as LoopedTransformer.residual: after the last attention, only the tokens at `at`
-            y, x = (torch.gather(t, 1, at.unsqueeze(-1).expand(-1, -1, d)) for t in (y, x))  # [K, A, d]
-        x = x + _linear(y, p[n + "attn.proj.weight"], p[n + "attn.proj.bias"])
-        h = _layer_norm(x, p[n + "ln_mlp.weight"], p[n + "ln_mlp.bias"])
-        x = x + _linear(
-            F.gelu(_linear(h, p[n + "mlp.fc.weight"], p[n + "mlp.fc.bias"])),
-            p[n + "mlp.out.weight"],
-            p[n + "mlp.out.bias"],
-        )
-    return _linear(_layer_norm(x, p["ln_final.weight"], p["ln_final.bias"]), p["head.weight"])
-
-
-def _grad(p: torch.Tensor) -> torch.Tensor:
-    if p.grad is None:
-        raise RuntimeError("a stacked weight got no gradient")
-    return p.grad
+    """Logits [K, A, vocab] of K models of `model`'s shape (weights `params`, named as in
+    LoopedTransformer and stacked on dim 0) for ids [K, B, T], at flat token indices `at` [K, A]
+    into each model's B * T: the model's own code, run on stacked weights (model.py)."""
+    return functional_call(model, params, (idx,), {"at": at})
 
 
 class Cohort:
     """The stacked weights and AdamW state of some runs (all of one shape).
 
-    Weights, gradients and both AdamW moments are [K, P] buffers (P: one model's parameters in
-    `named_parameters` order), and each named weight is a [K, ...] view into the weights: the
-    optimiser is a dozen elementwise ops over the whole cohort, not a dozen per weight. On CUDA a
-    step's batch has a fixed shape (padded to the longest training example) and the step, from the
-    gather of its batch to the AdamW update, is captured once as a CUDA graph and replayed: a
-    step of small models is a few hundred kernel launches, and a replay is one. A step is
-    `launch`ed on the cohort's own stream and `collect`ed, so that several cohorts in one process
-    overlap on one GPU (`train_cohort`)."""
+    Each run's weights are two flat tensors, its matrices and the rest (`make_optimizer`'s two
+    groups), optimised by one torch AdamW with two parameter groups per run; a step stacks them
+    into the [K, ...] weights the model runs on. On CUDA a step's batch has a fixed shape (padded
+    to the longest training example) and the step, from the gather of its batch to the AdamW
+    update, is captured once as a CUDA graph and replayed: a step of small models is a few hundred
+    kernel launches, and a replay is one. A step is `launch`ed on the cohort's own stream and
+    `collect`ed, so that several cohorts in one process overlap on one GPU (`train_cohort`)."""
 
     fixed_shapes_on: tuple[str, ...] = ("cuda",)  # device types whose steps have fixed shapes (graphs: CUDA only)
     warmup = 2  # eager steps before capture (on a side stream, as CUDA graph capture requires)
@@ -144,43 +77,58 @@ class Cohort:
         self.device = next(runs[0].model.parameters()).device
         self.static = self.device.type in self.fixed_shapes_on
         self._load_data()
-        template = runs[0].model
-        self.names = [n for n, _ in template.named_parameters()]
-        shapes = [p.shape for _, p in template.named_parameters()]
-        ends = np.cumsum([s.numel() for s in shapes]).tolist()
-        spans = list(zip([0] + ends[:-1], ends))
+        self.model = runs[0].model  # whose code runs the stacked weights
         self.cfg = runs[0].cfg.model
+        named = list(self.model.named_parameters())
+        # matrices (decayed) first, then vectors, as make_optimizer groups them; (group, start, end, shape)
+        self.layout: dict[str, tuple[int, int, int, torch.Size]] = {}
+        ends = [0, 0]
+        for decayed in (1, 0):
+            for n, w in named:
+                if int(w.dim() >= 2) == decayed:
+                    g = 1 - decayed
+                    self.layout[n] = (g, ends[g], ends[g] + w.numel(), w.shape)
+                    ends[g] += w.numel()
+        self.names = [n for n, _ in named]
         per_run = [dict(r.model.named_parameters()) for r in runs]
-        states = [[r.opt.state.get(pr[n], {}) for n in self.names] for r, pr in zip(runs, per_run)]
 
-        def flat(get) -> torch.Tensor:  # [K, P] from get(k, i) -> run k's tensor of weight i
-            return torch.stack([torch.cat([get(k, i).reshape(-1) for i in range(len(self.names))]) for k in range(K)])
+        def flat(g: int, get) -> torch.Tensor:  # group g flat, from get(name) -> that weight's tensor
+            parts = [get(n).reshape(-1) for n in self.layout if self.layout[n][0] == g]
+            return torch.cat(parts) if parts else torch.zeros(0, device=self.device)
 
-        self.weights = flat(lambda k, i: per_run[k][self.names[i]].detach())
-        zeros = lambda k, i: torch.zeros_like(per_run[k][self.names[i]])
-        self.exp_avg = flat(lambda k, i: states[k][i].get("exp_avg", zeros(k, i)))
-        self.exp_avg_sq = flat(lambda k, i: states[k][i].get("exp_avg_sq", zeros(k, i)))
-        self.params = {  # leaves that are views of the weights: the update below changes them
-            n: self.weights[:, a:b].view(K, *shape).requires_grad_()
-            for n, (a, b), shape in zip(self.names, spans, shapes)
-        }
-        # weight decay on matrices only, as make_optimizer groups them
-        self.decay = torch.cat(
-            [torch.full((b - a,), float(len(shape) >= 2)) for (a, b), shape in zip(spans, shapes)]
-        ).to(self.device)
-        # per-run scalars in float64 on the CPU (as torch's AdamW keeps them as Python floats)
-        self.opt_step = torch.tensor(
-            [float(st[0]["step"]) if "step" in st[0] else 0.0 for st in states], dtype=torch.float64
-        )  # [K] AdamW steps taken
-        vec = lambda f: torch.tensor([f(r.cfg.train) for r in runs], dtype=torch.float64)
-        self.beta1, self.beta2 = vec(lambda t: t.beta1), vec(lambda t: t.beta2)
-        self.weight_decay, self.grad_clip = vec(lambda t: t.weight_decay), vec(lambda t: t.grad_clip)
-        self.ks = torch.arange(K, device=self.device)
+        self.leaves = [
+            [flat(g, lambda n, k=k: per_run[k][n].detach()).clone().requires_grad_() for g in (0, 1)] for k in range(K)
+        ]
+        self.stream, self.done = None, None
+        if self.static and self.device.type == "cuda":  # its own stream; an event marks its last launched step done
+            self.stream, self.done = torch.cuda.Stream(self.device), torch.cuda.Event()
+        # captured steps read each run's learning rate from the device; eager steps take floats
+        self.lrs = torch.tensor([r.lr() for r in runs], device=self.device) if self.stream is not None else None
+        groups = []
+        for k, r in enumerate(runs):
+            t = r.cfg.train
+            lr = self.lrs[k] if self.lrs is not None else r.lr()
+            for g, wd in ((0, t.weight_decay), (1, 0.0)):
+                groups.append(
+                    {"params": [self.leaves[k][g]], "lr": lr, "betas": (t.beta1, t.beta2), "weight_decay": wd}
+                )
+        if self.stream is not None:
+            self.opt = torch.optim.AdamW(groups, foreach=True, capturable=True)
+        else:
+            self.opt = torch.optim.AdamW(groups, fused=self.device.type in ("cpu", "cuda"))
+        for k, r in enumerate(runs):  # each run's AdamW state, as its own optimiser holds it
+            states = {n: r.opt.state.get(per_run[k][n], {}) for n in self.names}
+            if all("exp_avg" in st for st in states.values()):
+                step = torch.as_tensor(states[self.names[0]]["step"], dtype=torch.float32)
+                for g in (0, 1):
+                    self.opt.state[self.leaves[k][g]] = {
+                        "step": step.clone().to(self.device),
+                        "exp_avg": flat(g, lambda n: states[n]["exp_avg"]).clone(),
+                        "exp_avg_sq": flat(g, lambda n: states[n]["exp_avg_sq"]).clone(),
+                    }
+        self.grad_clip = [r.cfg.train.grad_clip for r in runs]
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps_taken = 0
-        # on CUDA: the cohort's own stream, and an event marking its last launched step done
-        cuda = self.static and self.device.type == "cuda"
-        self.stream, self.done = (torch.cuda.Stream(self.device), torch.cuda.Event()) if cuda else (None, None)
 
     def _load_data(self) -> None:
         """Every run's training tokens on the device, padded to [K, ...], so that a step's K
@@ -235,47 +183,35 @@ class Cohort:
             at[k, : len(f)] = f
         return np.concatenate([rows, at, counts[:, None]], 1), T, n_tokens
 
-    def _scalars(self) -> torch.Tensor:
-        """This step's per-run AdamW scalars [7, K], computed in float64 (as torch's AdamW does)."""
-        lr = torch.tensor([r.lr() for r in self.runs], dtype=torch.float64)
-        step = self.opt_step + 1
-        bc1, bc2 = 1 - self.beta1**step, 1 - self.beta2**step
-        return torch.stack(
-            [self.grad_clip, lr * self.weight_decay, 1 - self.beta1, self.beta2, 1 - self.beta2, bc2.sqrt(), lr / bc1]
-        ).float()
+    def weights(self, ks: list[int] | None = None) -> dict[str, torch.Tensor]:
+        """The stacked weights [K, ...] by name (of runs `ks` only, when given), differentiable
+        with respect to the runs' flat weights."""
+        leaves = self.leaves if ks is None else [self.leaves[k] for k in ks]
+        groups = [torch.stack([pair[g] for pair in leaves]) for g in (0, 1)]  # [K, P_g]
+        return {n: groups[g][:, a:b].view(len(leaves), *shape) for n, (g, a, b, shape) in self.layout.items()}
 
-    def _compute(self, ints: torch.Tensor, scalars: torch.Tensor, T: int) -> torch.Tensor:
-        """One forward, backward and AdamW update of every run on the device, from the staged
-        batch `ints` [K, B + A + 1] and `scalars` [7, K]; returns the K losses. No host sync:
-        on CUDA this is what the graph holds."""
+    def _compute(self, ints: torch.Tensor, T: int) -> torch.Tensor:
+        """One forward, backward, clipping and AdamW update of every run on the device, from the
+        staged batch `ints` [K, B + A + 1]; returns the K losses. No host sync: on CUDA this is
+        what the graph holds."""
         K, B = len(self.runs), self.runs[0].cfg.train.batch_size
         first, at, count = ints[:, :B], ints[:, B:-1], ints[:, -1:]
-        ks = self.ks.view(K, 1, 1)
+        ks = torch.arange(K, device=ints.device).view(K, 1, 1)
         if self.runs[0].stream is not None:
             rows = self.tokens[ks, first.unsqueeze(-1) + torch.arange(T + 1, device=ints.device)]  # [K, B, T+1]
         else:
             rows = self.tokens[:, :, : T + 1][ks.view(K, 1), first]  # [K, B, T+1]
         targets = rows[..., 1:].reshape(K, -1).gather(1, at)
         weight = (torch.arange(at.shape[1], device=ints.device) < count).float()  # [K, A] 0: padding
-        clip, lr_wd, one_b1, b2, one_b2, bc2_sqrt, step_size = (s.unsqueeze(1) for s in scalars.unbind())  # [K, 1]
-        c = self.cfg
-        logits = stacked_forward(self.params, rows[..., :-1], at, c.heads, c.blocks, c.recurrence)
+        logits = stacked_forward(self.model, self.weights(), rows[..., :-1], at)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(weight)
         losses = (ce * weight).sum(1) / weight.sum(1)  # each run's mean over its own targets
-        for p in self.params.values():
-            p.grad = None
+        self.opt.zero_grad(set_to_none=True)
         losses.sum().backward()  # runs share no weights: each gets its own gradient
-        with torch.no_grad():
-            g = torch.cat([_grad(self.params[n]).flatten(1) for n in self.names], 1)  # [K, P]
-            # per-run clipping by the global norm, as torch.nn.utils.clip_grad_norm_ does alone
-            norm = g.pow(2).sum(1, keepdim=True).sqrt()
-            g.mul_(torch.where(clip > 0, (clip / (norm + 1e-6)).clamp(max=1.0), 1.0))
-            # AdamW, as torch.optim.AdamW computes it, per run
-            w, m, v = self.weights, self.exp_avg, self.exp_avg_sq
-            w.mul_(1 - lr_wd * self.decay)
-            m.lerp_(g, one_b1)
-            v.mul_(b2).addcmul_(g, g * one_b2)
-            w.sub_(step_size * m / (v.sqrt() / bc2_sqrt + 1e-8))
+        for pair, clip in zip(self.leaves, self.grad_clip):  # each run clipped by its own norm, as alone
+            if clip > 0:
+                torch.nn.utils.clip_grad_norm_(pair, clip, foreach=True)
+        self.opt.step()
         return losses.detach()
 
     def launch(self) -> None:
@@ -283,33 +219,35 @@ class Cohort:
         step runs on the cohort's own stream, so that the steps of several cohorts overlap on one
         GPU; `collect` waits for it."""
         ints, T, self.n_tokens = self._stage()
-        host_ints, host_scalars = torch.from_numpy(ints), self._scalars()
-        self.opt_step += 1
+        host_ints = torch.from_numpy(ints)
+        lrs = [r.lr() for r in self.runs]
         self.steps_taken += 1
         if self.stream is None or self.done is None:  # eager (fixed shapes on a CPU only in a test)
-            self.losses = self._compute(host_ints.to(self.device), host_scalars.to(self.device), T)
+            for i, group in enumerate(self.opt.param_groups):
+                group["lr"] = lrs[i // 2]
+            self.losses = self._compute(host_ints.to(self.device), T)
             return
+        assert self.lrs is not None
+        host_lrs = torch.tensor(lrs, dtype=self.lrs.dtype)
         if self.steps_taken == 1:  # the graph's inputs and outputs live here, at fixed addresses
-            self.host_ints, self.host_scalars = host_ints.pin_memory(), host_scalars.pin_memory()
+            self.host_ints, self.host_lrs = host_ints.pin_memory(), host_lrs.pin_memory()
             self.ints = torch.empty_like(host_ints, device=self.device)
-            self.scalars = torch.empty_like(host_scalars, device=self.device)
         else:  # the last step was collected: the pinned buffers are free
             self.host_ints.copy_(host_ints)
-            self.host_scalars.copy_(host_scalars)
+            self.host_lrs.copy_(host_lrs)
         # after whatever the default stream did with the weights (stacking them, `sync`)
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
             self.ints.copy_(self.host_ints, non_blocking=True)
-            self.scalars.copy_(self.host_scalars, non_blocking=True)
+            self.lrs.copy_(self.host_lrs, non_blocking=True)  # the learning rates the optimiser reads
             if self.graph is None and self.steps_taken <= self.warmup:  # eager, off the default stream
-                self.losses = self._compute(self.ints, self.scalars, T)
+                self.losses = self._compute(self.ints, T)
             else:
                 if self.graph is None:
                     self.graph = torch.cuda.CUDAGraph()
-                    for p in self.params.values():
-                        p.grad = None
+                    self.opt.zero_grad(set_to_none=True)
                     with torch.cuda.graph(self.graph, stream=self.stream):
-                        self.losses = self._compute(self.ints, self.scalars, T)
+                        self.losses = self._compute(self.ints, T)
                     self.host_losses = torch.empty(self.losses.shape, pin_memory=True)
                 self.graph.replay()
                 self.host_losses.copy_(self.losses, non_blocking=True)
@@ -341,13 +279,12 @@ class Cohort:
         N, K = max(len(p) for p in per_run), len(ks)
         prompts = [p for ps in per_run for p in ps + [np.array([PAD])] * (N - len(ps))]  # [K * N]
         max_new = np.array([m for ms in limits for m in ms + [1] * (N - len(ms))])
-        sub = {n: w[torch.tensor(ks, device=self.device)] for n, w in self.params.items()}
-        c = self.cfg
+        sub = self.weights(ks)
 
         def next_logits(ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:  # ids [K*N, t], last [K*N]
             t = ids.shape[1]
             at = torch.arange(N, device=ids.device) * t + last.view(K, N)  # [K, N] into each run's N * t
-            return stacked_forward(sub, ids.view(K, N, t), at, c.heads, c.blocks, c.recurrence).flatten(0, 1)
+            return stacked_forward(self.model, sub, ids.view(K, N, t), at).flatten(0, 1)
 
         out = greedy_decode(next_logits, prompts, max_new, self.runs[0].model.max_len, self.device)
         accuracies = []
@@ -364,16 +301,18 @@ class Cohort:
         """Write run k's weights and AdamW state into its own model and optimiser (for its
         evaluation, checkpoint and result, which are the same as alone)."""
         r = self.runs[k]
-        sizes = [self.params[n][k].numel() for n in self.names]
-        m, v = self.exp_avg[k].split(sizes), self.exp_avg_sq[k].split(sizes)
+        states = [self.opt.state.get(leaf, {}) for leaf in self.leaves[k]]
         with torch.no_grad():
-            for (n, p), mi, vi in zip(r.model.named_parameters(), m, v):
-                p.copy_(self.params[n][k])
-                r.opt.state[p] = {
-                    "step": torch.tensor(float(self.opt_step[k]), device=p.device),
-                    "exp_avg": mi.view_as(p).clone(),
-                    "exp_avg_sq": vi.view_as(p).clone(),
-                }
+            for n, p in r.model.named_parameters():
+                g, a, b, shape = self.layout[n]
+                p.copy_(self.leaves[k][g][a:b].view(shape))
+                if "exp_avg" in states[g]:
+                    st = states[g]
+                    r.opt.state[p] = {
+                        "step": st["step"].detach().clone().to(p.device),
+                        "exp_avg": st["exp_avg"][a:b].view(shape).clone(),
+                        "exp_avg_sq": st["exp_avg_sq"][a:b].view(shape).clone(),
+                    }
 
 
 def train_cohort(
