@@ -1,13 +1,13 @@
 """Calibration of the transition estimator at the designs the claims rest on (the widths and
 seeds of an experiment file, or its widths with more seeds): interval coverage, A/A false
 verdicts, how often a design decides "no benefit", and power against planted ratios. Writes
-docs/bench/calibration.json (rows of the designs run replace those designs' rows); `--markdown`
+src/jointtask/presets/calibration.json (rows of the designs run replace those designs' rows); `--markdown`
 prints the table docs/definitions.md holds.
 
-    python benchmarks/calibration.py [--designs quick,cpu] [--reps 100] [--ratios 1,2,3,4,6] [--workers N]
-    python benchmarks/calibration.py --designs quick-16,quick-32 --reps 60 --ratios 1,2,3   (the rows held)
+    python benchmarks/calibration.py [--designs wide,cpu] [--reps 100] [--ratios 1,2,3,4,6] [--workers N]
+    python benchmarks/calibration.py --designs wide-16,wide-32 --reps 60 --ratios 1,2,3   (the rows held)
     python benchmarks/calibration.py --designs dense,dense-16,dense-32 --reps 60 --ratios 1,2,3 --workers 3
-    python benchmarks/calibration.py --markdown docs/bench/calibration.json   (the table only)
+    python benchmarks/calibration.py --markdown src/jointtask/presets/calibration.json   (the table only)
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ from docs_blocks import calibration_block  # noqa: E402  (the repository's upkee
 
 DESIGNS = {  # name: the experiment whose widths are planted, its seeds (None: the experiment's), and
     # the factor around the design's middle size within which transitions are planted
-    "quick": ("src/jointtask/presets/quick.toml", None, 3.0),
-    "cpu": ("experiments/cpu/c1.toml", None, 3.0),
-    # the quick preset's widths with more seeds: what a verdict at this scale would take
-    "quick-16": ("src/jointtask/presets/quick.toml", 16, 3.0),
-    "quick-32": ("src/jointtask/presets/quick.toml", 32, 3.0),
-    # a dense design: widths about 1.2x apart (ADD's grid in experiments/cpu/c2.toml), placed around
+    "wide": ("experiments/strict/quick.toml", None, 3.0),
+    "cpu": ("experiments/strict/c1.toml", None, 3.0),
+    # those widths (about 1.5x apart) with more seeds: what a verdict at this spacing would take
+    "wide-16": ("experiments/strict/quick.toml", 16, 3.0),
+    "wide-32": ("experiments/strict/quick.toml", 32, 3.0),
+    # a dense design: widths about 1.2x apart (benchmarks/designs/dense.toml), placed around
     # a transition a pilot located (planted within 1.5x of its middle), where "no benefit" can be decided
-    "dense": ("experiments/cpu/c2.toml", None, 1.5),
-    "dense-16": ("experiments/cpu/c2.toml", 16, 1.5),
-    "dense-32": ("experiments/cpu/c2.toml", 32, 1.5),
+    "dense": ("benchmarks/designs/dense.toml", None, 1.5),
+    "dense-16": ("benchmarks/designs/dense.toml", 16, 1.5),
+    "dense-32": ("benchmarks/designs/dense.toml", 32, 1.5),
 }
 RATIOS = (1.0, 2.0, 3.0, 4.0, 6.0)
 
@@ -57,11 +57,11 @@ def main():
     ap.add_argument("--n-boot", type=int, default=N_BOOT)
     ap.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS), help="planted ratios, comma-separated")
     ap.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (one design each)")
-    ap.add_argument("--out", default="docs/bench/calibration.json")
+    ap.add_argument("--out", default="src/jointtask/presets/calibration.json")
     ap.add_argument("--markdown", help="print the table for this JSON and exit")
     a = ap.parse_args()
     if a.markdown:
-        print(calibration_block(Path(a.markdown).resolve().parents[2]))
+        print(calibration_block(ROOT, Path(a.markdown)))
         return
     designs = [d.strip() for d in a.designs.split(",")]
     unknown = sorted(set(designs) - set(DESIGNS))
@@ -79,7 +79,7 @@ def main():
     order = list(DESIGNS)
     rows = sorted(kept + rows, key=lambda r: (order.index(r["design"]), r["ratio"]))
     atomic_write_json(out, {"rows": rows})
-    print(calibration_block(out.resolve().parents[2]))
+    print(calibration_block(ROOT, out))
 
 
 if __name__ == "__main__":

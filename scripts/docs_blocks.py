@@ -43,8 +43,12 @@ def quick_block(root: Path) -> str:
     )
 
 
-def calibration_block(root: Path) -> str:
-    rows = json.loads((root / "docs" / "bench" / "calibration.json").read_text())["rows"]
+CALIBRATION = Path("src") / "jointtask" / "presets" / "calibration.json"
+
+
+def calibration_block(root: Path, path: Path | None = None) -> str:
+    """The calibration tables of docs/definitions.md, from the benchmark's JSON (default: the packaged one)."""
+    rows = json.loads((path or root / CALIBRATION).read_text())["rows"]
     lines = []
     for design in dict.fromkeys(r["design"] for r in rows):
         rs = [r for r in rows if r["design"] == design]
@@ -106,13 +110,13 @@ def throughput_block(root: Path) -> str:
 
 REGIME_SOURCES = (
     "pilot-mod10",
-    "quick",
-    "cpu-c1",
-    "cpu-c3c5",
-    "cpu-c6",
-    "cpu-add-prod-mod11",
-    "cpu-transfer",
-    "cpu-exposure",
+    "strict-quick",
+    "strict-c1",
+    "strict-c3c5",
+    "strict-c6",
+    "strict-add-prod-mod11",
+    "strict-transfer",
+    "strict-exposure",
 )
 
 
@@ -145,7 +149,18 @@ def regimes_block(root: Path) -> str:
     return "\n\n".join(parts)
 
 
-PILOT_SOURCES = ("pilot-mod20", "regime-b256", "regime-lr4e3", "regime-b64", "regime-b64-lr1e3")
+PILOT_SOURCES = (  # in the order docs/regimes.md reads them
+    "pilot-mod20",
+    "regime-b256",
+    "regime-lr4e3",
+    "regime-b64",
+    "regime-b64-lr1e3",
+    "pilot-c1-mod20",
+    "pilot-strict-wd01",
+    "pilot-strict-wd1",
+    "pilot-quick",
+    "pilot-quick-2",
+)
 
 
 def pilots_block(root: Path) -> str:
@@ -159,13 +174,15 @@ def pilots_block(root: Path) -> str:
             continue
         df = pd.read_csv(d / "results.csv")
         base = json.loads((d / "experiment.json").read_text())["base"]
-        t = base["train"]
+        t, task = base["train"], base["task"]
+        protocol = base.get("data", {}).get("protocol", "paper")
         lines += [
-            f"**{name}** (`experiments/cpu/{name}.toml`): batch {t['batch_size']}, {t['steps']:,} steps, "
-            f"peak learning rate {t['lr']:g}, weight decay {t['weight_decay']:g}; "
-            "validation accuracy / training accuracy (seeds at validation >= 0.8):",
+            f"**{name}** (`experiments/cpu/{name}.toml`): mod {task['modulus']}, {protocol} protocol, "
+            f"batch {t['batch_size']}, {t['steps']:,} steps, peak learning rate {t['lr']:g}, weight decay "
+            f"{t['weight_decay']:g}; validation accuracy / training accuracy (seeds at validation >= 0.8):",
             "",
         ]
+        df = df.assign(mixture=[m if m == op else f"{m} ({op})" for m, op in zip(df.mixture, df.target_op)])
         g = (
             df.assign(ok=df.accuracy_validation >= 0.8)
             .groupby(["mixture", "width"])

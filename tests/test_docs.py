@@ -63,15 +63,20 @@ def test_docs_speak_of_what_is_true_now():
 
 
 def test_sweeps_that_share_add_runs_hold_the_same_runs():
-    """docs/regimes.md: the C1 ADD runs repeat the quick preset's at widths 8-40; C6, C3/C5, C9 and C2 at equal exposure reuse them."""
+    """docs/regimes.md: the strict C1 ADD runs repeat the strict C2 sweep's at widths 8-40; C6, C3/C5, C9 and C2 at equal exposure reuse them."""
     import pandas as pd
 
-    c1, quick = (pd.read_csv(ROOT / "docs" / "results" / d / "results.csv") for d in ("cpu-c1", "quick"))
+    c1, quick = (pd.read_csv(ROOT / "docs" / "results" / d / "results.csv") for d in ("strict-c1", "strict-quick"))
     c1 = c1[c1.mixture == "ADD"]
     m = c1.merge(quick[quick.mixture == "ADD"], on=["width", "seed"], suffixes=("", "_quick"))
     assert len(m) == len(c1) == 40
     assert (m.accuracy == m.accuracy_quick).all() and (m.steps == m.steps_quick).all()
-    later_sweeps = ("cpu-c6", "cpu-c3c5", "cpu-transfer", "cpu-exposure")  # they reuse those runs (the same run ids)
+    later_sweeps = (
+        "strict-c6",
+        "strict-c3c5",
+        "strict-transfer",
+        "strict-exposure",
+    )  # they reuse those runs (the same run ids)
     for later in later_sweeps:
         df = pd.read_csv(ROOT / "docs" / "results" / later / "results.csv")
         add = df[(df.mixture == "ADD") & (df.target_op == "ADD")]

@@ -350,9 +350,9 @@ def test_a_table_that_could_give_a_wrong_number_is_refused(tmp_path, damage, nee
     damage(results_table(tmp_path)).to_csv(f, index=False)
     for cmd in (("ratios", f), ("claims", tmp_path)):
         if cmd[0] == "claims":
-            (tmp_path / "cpu-c1").mkdir(exist_ok=True)
-            (tmp_path / "cpu-c1" / "results.csv").write_text(f.read_text())
-            cmd = ("claims", tmp_path / "cpu-c1")
+            (tmp_path / "strict-c1").mkdir(exist_ok=True)
+            (tmp_path / "strict-c1" / "results.csv").write_text(f.read_text())
+            cmd = ("claims", tmp_path / "strict-c1")
         one_line_error(run_cli(*cmd), needle)
 
 

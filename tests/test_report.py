@@ -1,5 +1,6 @@
 """The report renders from a tiny finished sweep, with every figure and table present."""
 
+import json
 import pandas as pd
 import pytest
 
@@ -158,8 +159,49 @@ def test_reproduce_writes_claim_verdicts(tmp_path):
     html = (tmp_path / "q" / "report" / "index.html").read_text()
     assert "<h2>Claims</h2>" in html and "ADD+MAX+MED lowers" in html
     # 1 seed x 2 widths cannot decide anything: the claim says so instead of a verdict
-    assert "C2: not decided" in r.stdout
+    assert "C1: not decided" in r.stdout and "C2: not decided" in r.stdout
     claims = pd.read_csv(tmp_path / "q" / "report" / "claims.csv")
-    assert list(claims.claim) == ["C2"] and claims.verdict[0].startswith("not decided")
+    assert list(claims.claim) == ["C1", "C2"] and claims.verdict.str.startswith("not decided").all()
     bad = run_cli("reproduce", "nosuch", "--out", tmp_path / "n")
     assert bad.returncode == 2 and "unknown preset 'nosuch'" in bad.stderr
+
+
+TINY_SUITE = [
+    "--set", "sweep.widths=[4]", "--set", "sweep.seeds=[0]", "--set", "base.train.steps=40",
+    "--set", "base.train.eval_every=20", "--set", "base.train.checkpoint_every=20",
+    "--set", "base.data.per_n=40", "--set", "base.data.eval_count=60", "--set", "base.data.eval_train_count=20",
+]  # fmt: skip
+
+
+def test_reproduce_cpu_runs_its_experiments_sharing_runs_and_resumes(tmp_path):
+    """`reproduce cpu`, shrunk: every experiment of the suite in its own directory, a run that two
+    experiments plan trained once, the time estimated up front, the claims table of all of them,
+    and a second invocation that trains nothing."""
+    from jointtask.reproduce import load_preset
+    from jointtask.sweep.estimate import planned_runs
+    from jointtask.sweep.experiment import plan
+
+    from .conftest import run_cli
+
+    exps, suite = load_preset("cpu", TINY_SUITE[1::2])
+    assert suite
+    distinct = {r.run_id for e in exps for r in planned_runs(plan(e))}
+    out = tmp_path / "cpu"
+    r = run_cli("reproduce", "cpu", "--out", out, "--workers", "2", *TINY_SUITE)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"cpu: {len(distinct)} runs to train on 2 worker(s); at most about" in r.stderr
+    trained = 0
+    for e in exps:
+        log = [json.loads(line) for line in (out / e.name / "sweep_log.jsonl").read_text().splitlines()]
+        trained += sum(row["trained"] for row in log)
+        assert (out / e.name / "report" / "index.html").is_file()
+    assert trained == len(distinct) < sum(len(planned_runs(plan(e))) for e in exps)  # shared runs trained once
+    assert "finished runs taken from" in r.stderr
+    claims = pd.read_csv(out / "report" / "claims.csv")
+    assert set(claims.source) == {e.name for e in exps} and set(claims.protocol) == {"paper"}
+    assert claims.verdict.str.startswith("not decided").all()  # 1 seed x 1 width decides nothing
+    took = json.loads((out / "report" / "reproduce.json").read_text())
+    assert took["runs_trained"] == len(distinct) and took["sweep_invocations"] == len(exps)
+    again = run_cli("reproduce", "cpu", "--out", out, "--workers", "2", *TINY_SUITE)
+    assert again.returncode == 0 and "runs to train" not in again.stderr
+    assert again.stderr.count(": 0 trained, ") == len(exps)

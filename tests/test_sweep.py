@@ -154,6 +154,27 @@ def test_sigkill_part_way_then_resume(tmp_path, reference):
     pd.testing.assert_frame_equal(table(out), table(reference))
 
 
+def test_reuse_copies_finished_runs_and_trains_only_the_rest(tmp_path, reference):
+    """A sweep given another sweep's directory takes its finished runs (same run ids: the same
+    runs) and trains only what that directory lacks; a half-trained run there is not taken."""
+    src = tmp_path / "src"
+    shutil.copytree(reference, src)
+    runs = plan(load_experiment(SMOKE))
+    half = src / "runs" / runs[0].run_id
+    (half / "result.json").unlink()  # as a run stopped part-way leaves it
+    out = tmp_path / "out"
+    r = run_cli("sweep", SMOKE, "--out", out, "--workers", "2", "--reuse", src)
+    assert r.returncode == 0, r.stderr
+    assert "7 finished runs taken from" in r.stderr and "1 trained, 7 already done" in r.stderr
+    pd.testing.assert_frame_equal(table(out), table(reference))
+    for run in runs[1:]:  # a copy, byte for byte
+        assert (out / "runs" / run.run_id / "metrics.jsonl").read_bytes() == (
+            reference / "runs" / run.run_id / "metrics.jsonl"
+        ).read_bytes()
+    bad = run_cli("sweep", SMOKE, "--out", tmp_path / "o2", "--reuse", tmp_path / "nothing")
+    assert bad.returncode == 2 and "holds no runs/ directory" in bad.stderr and not (tmp_path / "o2").exists()
+
+
 def test_one_failing_run_is_reported_and_others_finish(tmp_path):
     out = tmp_path / "sweep"
     runs = plan(load_experiment(SMOKE))

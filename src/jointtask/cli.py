@@ -94,6 +94,14 @@ def train(
         raise typer.Exit(1)
 
 
+def _check_reuse(dirs: List[Path], out: Path) -> None:
+    for d in dirs:
+        if not (d / "runs").is_dir():
+            raise UserError(f"--reuse {str(d)!r} holds no runs/ directory (a sweep or records directory)")
+        if d.resolve() == out.resolve():
+            raise UserError(f"--reuse {str(d)!r} is --out itself")
+
+
 @app.command()
 def sweep(
     experiment: Path = typer.Argument(..., help="experiment TOML (see experiments/)"),
@@ -113,11 +121,15 @@ def sweep(
     cohort_size: Optional[int] = typer.Option(
         None, help="train up to K runs of one shape as one computation (default: 64 on CUDA, 1 elsewhere)"
     ),
+    reuse: List[Path] = typer.Option(
+        [], help="a sweep or records directory whose finished runs are copied in instead of trained (repeatable)"
+    ),
 ):
     """Run (or resume) every run of an experiment; exits 1 if any run failed."""
     from .sweep.experiment import load_experiment
 
     exp = load_experiment(experiment, _with_device(set_, device))  # before torch is imported: fails fast
+    _check_reuse(reuse, out)
     if cohort_size is not None and cohort_size < 1:
         raise UserError(f"--cohort-size must be >= 1, got {cohort_size}")
     from .sweep.executors import make_executor
@@ -132,7 +144,7 @@ def sweep(
 
         summary = adaptive_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size)
     else:
-        summary = run_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size)
+        summary = run_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size, reuse=reuse)
     for line in summary.get("notes", []):
         typer.echo(line, err=True)
     for line in summary.get("diverged", []):
@@ -328,19 +340,38 @@ def export(
 
 @app.command()
 def reproduce(
-    preset: str = typer.Argument("quick", help="packaged preset: quick"),
-    out: Path = typer.Option(..., help="sweep directory (report in OUT/report/)"),
+    preset: str = typer.Argument(
+        "quick", help="packaged preset: quick (about 15 min on 2 cores) or cpu (every CPU claim)"
+    ),
+    out: Path = typer.Option(
+        ..., help="output directory (a suite sweeps into OUT/<experiment>/; reports in OUT/report/)"
+    ),
     workers: Optional[int] = typer.Option(None),
     backend: str = typer.Option("local"),
     address: Optional[str] = typer.Option(None),
     set_: List[str] = typer.Option([], "--set", help="override, e.g. --set sweep.seeds=5"),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (sets base.train.device)"),
+    reuse: List[Path] = typer.Option(
+        [], help="a sweep or records directory whose finished runs are copied in instead of trained (repeatable)"
+    ),
+    estimate: bool = typer.Option(True, help="time each run shape briefly and print the time the runs left will take"),
 ):
-    """Run a packaged reproduction and write its report with a verdict per claim."""
+    """Run a packaged reproduction (resumable) and write its report with a verdict per claim."""
     from .reproduce import reproduce as run_preset
 
     _check_out_dir(out)
-    res = run_preset(preset, out, workers, backend, address, _with_device(set_, device))
+    _check_reuse(reuse, out)
+    res = run_preset(
+        preset,
+        out,
+        workers,
+        backend,
+        address,
+        _with_device(set_, device),
+        reuse=reuse,
+        estimate=estimate,
+        say=lambda line: typer.echo(line, err=True),
+    )
     for c in res["claims"]:
         typer.echo(f"{c['claim']}: {c['verdict']} -- {c['ours, 95% interval']}")
     typer.echo(f"report: {res['report']} ({res['seconds']:.0f} s)")

@@ -12,12 +12,14 @@ Otherwise the row says "not decided" and why.
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
@@ -27,7 +29,7 @@ from .tables import budget_limited, check_results, improving_share, transitions
 from .transition import N_BOOT, joint_benefit
 
 MIN_SEEDS, MIN_WIDTHS = 8, 5
-DIFFICULTY_OPS = ["ADD", "MAX", "MED"]  # C1: ADD against the easy ops, each trained alone
+DIFFICULTY_OPS = ["ADD", "MAX", "MED"]  # C1 by default: the hard op, then the easy ops, each trained alone
 
 
 def fmt_num(v) -> str:
@@ -64,7 +66,9 @@ class Claim(Strict):
     command: str
     target: str = "ADD"
     baseline: str = "ADD"
-    mixture: str = ""  # empty: the C1 difficulty ordering
+    baseline_target: str = ""  # the op read on the baseline curve (default: target; an A/A pair of two ops)
+    mixture: str = ""  # empty: the C1 difficulty ordering of `ops`
+    ops: list[str] = DIFFICULTY_OPS  # C1: the hard op first, then the easy ones
     expects: Literal["benefit", "no benefit"] = "benefit"
 
 
@@ -141,6 +145,49 @@ def budget_note(df: pd.DataFrame, fits: dict, curves: list[tuple[str, str]]) -> 
     return ""
 
 
+def load_calibration() -> list[dict]:
+    """The calibration benchmark's rows (benchmarks/calibration.py, packaged with the toolkit)."""
+    path = Path(str(resources.files("jointtask") / "presets" / "calibration.json"))
+    return json.loads(path.read_text())["rows"]
+
+
+def _detects(rows: list[dict], key: str) -> str:
+    """The smallest planted ratio called a benefit in 80% of the pairs ('> 3x' when none is)."""
+    hits = sorted(r["ratio"] for r in rows if r["ratio"] > 1 and r.get(key, 0) >= 0.8)
+    return f"{hits[0]:g}x" if hits else f"> {max(r['ratio'] for r in rows):g}x"
+
+
+def power_note(df: pd.DataFrame, curves: list[tuple[str, str]], rows: list[dict] | None = None) -> str:
+    """What the calibration at this design can detect (80% power) and how often it calls equal
+    curves "no benefit", at these seeds and at the next design with more: what would decide."""
+    rows = load_calibration() if rows is None else rows
+    seeds, steps = [], []
+    for m, op in curves:
+        g = df[(df.mixture == m) & (df.target_op == op)]
+        seeds.append(g.seed.nunique())
+        ws = sorted(set(g.width))
+        steps += [b / a for a, b in zip(ws, ws[1:])]
+    family = "dense" if steps and float(np.median(steps)) <= 1.3 else "wide"
+    designs: dict[int, list[dict]] = {}
+    for r in rows:
+        if r["design"].split("-")[0] == family:
+            designs.setdefault(r["seeds"], []).append(r)
+    if not designs:
+        return ""
+    have = min(seeds)
+    at = max([k for k in designs if k <= have], default=min(designs))
+
+    def says(k: int) -> str:
+        rs = designs[k]
+        aa = next((r.get("p50_no_benefit") for r in rs if r["ratio"] == 1), None)
+        equal = f", equal curves called no benefit {aa:.0%}" if aa is not None else ""
+        return f"{k} seeds: 80% power from {_detects(rs, 'p50_benefit')} (P50) / {_detects(rs, 'benefit')} (P*){equal}"
+
+    more = [k for k in sorted(designs) if k > at]
+    tail = f"; with {says(more[0])}" if more else ""
+    return f"; calibration ({family} widths) at {says(at)}{tail}"
+
+
 def _claim_verdict(c: Claim, r: dict, decided: bool) -> str:
     if not decided:
         return "not decided (design too small or old split)"
@@ -165,8 +212,8 @@ def _claim_verdict(c: Claim, r: dict, decided: bool) -> str:
 def curves_of(c: Claim) -> list[tuple[str, str]]:
     """The (mixture, target op) curves a claim compares."""
     if not c.mixture:
-        return [(op, op) for op in DIFFICULTY_OPS]
-    return [(c.baseline, c.target), (c.mixture, c.target)]
+        return [(op, op) for op in c.ops]
+    return [(c.baseline, c.baseline_target or c.target), (c.mixture, c.target)]
 
 
 def claim_rows(sources: dict[str, pd.DataFrame], n_boot: int = N_BOOT, fits: dict | None = None) -> list[dict]:
@@ -189,18 +236,20 @@ def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
     if not all(k in fits for k in curves):
         ours, verdict = "no fit (design too small)", "not decided"
     elif not c.mixture:
-        ours, verdict = _difficulty({op: fits[(op, op)] for op in DIFFICULTY_OPS}, ok)
+        ours, verdict = _difficulty({op: fits[(op, op)] for op in c.ops}, ok)
     else:
         r = joint_benefit(fits[curves[0]], fits[curves[1]])
         ours = (
             f"ratio P* {fmt_interval(r['ratio'], r['ci_low'], r['ci_high'], kind=r['kind'])}, "
             f"P50 {fmt_interval(r['p50_ratio'], r['p50_ci_low'], r['p50_ci_high'], kind=r['p50_kind'])}; "
-            f"P*({c.target}) {_pstar(fits[curves[0]])} {'alone' if c.baseline == c.target else 'in ' + c.baseline}, "
+            f"P*({curves[0][1]}) {_pstar(fits[curves[0]])} {'alone' if c.baseline == curves[0][1] else 'in ' + c.baseline}, "
             f"{_pstar(fits[curves[1]])} in {c.mixture}"
         )
         verdict = _claim_verdict(c, r, ok)
     if not verdict.startswith("not decided"):
         verdict += budget_note(df, fits, curves)
+    if verdict.startswith("inconclusive") and c.mixture:
+        verdict += power_note(df, curves)
     return {
         "claim": c.claim,
         "the paper": c.paper,
@@ -220,19 +269,20 @@ def _pstar(t) -> str:
 
 
 def _difficulty(t: dict, decided: bool) -> tuple[str, str]:
-    """C1: ADD's P* above MAX's and MED's (each trained alone)."""
-    ours = "; ".join(f"P*({op}) {_pstar(t[op])}" for op in DIFFICULTY_OPS)
-    # ADD is harder when its interval lies above both easy ops' intervals (censored below: the smallest size)
+    """C1: the hard op's P* (the first of `t`) above each easy op's (each trained alone)."""
+    hard, *easy = t
+    ours = "; ".join(f"P*({op}) {_pstar(t[op])}" for op in t)
+    # the hard op is harder when its interval lies above every easy op's (censored below: the smallest size)
     low_add = (
-        t["ADD"].pstar_ci[0]
-        if t["ADD"].pstar.censored == "none"
-        else (t["ADD"].pstar.p_max if t["ADD"].pstar.censored == "above" else None)
+        t[hard].pstar_ci[0]
+        if t[hard].pstar.censored == "none"
+        else (t[hard].pstar.p_max if t[hard].pstar.censored == "above" else None)
     )
     high_easy = [
         t[op].pstar_ci[1]
         if t[op].pstar.censored == "none"
         else (t[op].pstar.p_min if t[op].pstar.censored == "below" else math.inf)
-        for op in ("MAX", "MED")
+        for op in easy
     ]
     harder = low_add is not None and all(h is not None and low_add > h for h in high_easy)
     verdict = ("reproduced" if harder else "inconclusive") if decided else "not decided (design too small or old split)"

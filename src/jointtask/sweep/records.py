@@ -14,13 +14,10 @@ from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import UserError
-from ..fileio import atomic_write_bytes
 from ..train import run_dir
-from ..train.run_dir import CHECKPOINT, CONFIG, METRICS, RESULT
+from ..train.run_dir import CHECKPOINT, RECORD_FILES
 from .plan_io import load_plan
 from .runner import SWEEP_LOG
-
-RECORD_FILES = (CONFIG, METRICS, RESULT)  # result.json last: a run is in DIR once it is there whole
 
 
 def export_records(out: str | Path, dest: str | Path, checkpoints: Collection[str] = ()) -> dict:
@@ -44,12 +41,12 @@ def export_records(out: str | Path, dest: str | Path, checkpoints: Collection[st
         if run_dir.read_result(src, p["run_id"]) is None:
             counts["unfinished"] += 1
             continue
-        names = RECORD_FILES if p["run_id"] not in checkpoints else (CONFIG, METRICS, CHECKPOINT, RESULT)
+        keep = p["run_id"] in checkpoints
+        names = RECORD_FILES + ((CHECKPOINT,) if keep else ())
         if run_dir.read_result(dst, p["run_id"]) is not None and all((dst / n).exists() for n in names):
             counts["present"] += 1
             continue
-        for name in names:
-            atomic_write_bytes(dst / name, (src / name).read_bytes())
+        run_dir.copy_record(src, dst, checkpoint=keep)
         counts["copied"] += 1
     for name in ("experiment.json", SWEEP_LOG, "plan.json"):  # the plan last: it names what is there
         if (out / name).exists():

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..fileio import append_line, atomic_write_bytes, atomic_write_json
@@ -52,6 +53,22 @@ def store_run(runs_dir: Path, outcome: dict) -> None:
     run_dir.write_result(out, result)
 
 
+def reuse_runs(runs: list[PlannedRun], runs_dir: Path, reuse: Sequence[str | Path]) -> list[str]:
+    """Copy into `runs_dir` every planned run that is not finished there but is in one of the
+    `reuse` directories; one note per directory that gave runs."""
+    given: dict[Path, int] = {}
+    for r in [p for q in runs for p in ([q.pretrain] if q.pretrain else []) + [q]]:  # pretraining runs first
+        if run_dir.state(runs_dir / r.run_id, r.run_id) == "done":
+            continue
+        for d in map(Path, reuse):
+            src = d / "runs" / r.run_id
+            if run_dir.read_result(src, r.run_id) is not None:
+                run_dir.copy_record(src, runs_dir / r.run_id, checkpoint=True)
+                given[d] = given.get(d, 0) + 1
+                break
+    return [f"{n} finished runs taken from {d}" for d, n in given.items()]
+
+
 def check_plan_fits(runs: list[PlannedRun], workers: int) -> None:
     """Refuse, before any work, a plan whose largest run cannot fit in memory `workers` at a time."""
     from ..train.loop import check_fits, memory_estimate
@@ -71,9 +88,12 @@ def run_sweep(
     widths_plan=None,
     replan: bool = False,
     cohort_size: int | None = None,
+    reuse: Sequence[str | Path] = (),
 ) -> dict:
     """Run every unfinished run of `exp` (or of `widths_plan`, a list of PlannedRun), in cohorts
-    of up to `cohort_size` runs of one shape (None: the device's default). Returns counts:
+    of up to `cohort_size` runs of one shape (None: the device's default). A run finished in one of
+    the `reuse` directories (sweeps or records, `runs/<run_id>/`) is copied from there, not
+    trained: run ids name everything that shapes a result, so it is the same run. Returns counts:
     {'done': n, 'failed': n, 'skipped': n, 'failures': [(run_id, message)], 'notes': [line] (records set aside, cohort sizes)}."""
     out = Path(out)
     runs = widths_plan if widths_plan is not None else plan(exp)
@@ -84,9 +104,9 @@ def run_sweep(
         write_plan(out, exp, runs, replan)
         started = time.time()
         atomic_write_json(out / "driver.json", {"pid": os.getpid(), "started": started})
+        notes = reuse_runs(runs, runs_dir, reuse)
         states = {r.run_id: run_dir.state(runs_dir / r.run_id, r.run_id) for r in runs}
         todo = [r for r in runs if states[r.run_id] != "done"]
-        notes = []
         for r in todo:  # a new attempt clears the last failure; an untrusted result is set aside
             (runs_dir / r.run_id / ERROR).unlink(missing_ok=True)
             if states[r.run_id] == "corrupt":

@@ -26,7 +26,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import UserError
-from ..fileio import atomic_write_json, read_jsonl
+from ..fileio import atomic_write_bytes, atomic_write_json, read_jsonl
 
 CONFIG = "config.toml"
 CHECKPOINT = "checkpoint.pt"
@@ -123,6 +123,21 @@ def read_result(run_dir: Path, run_id: str | None = None) -> RunResult | None:
 
 def write_result(run_dir: Path, result: RunResult) -> None:
     atomic_write_json(Path(run_dir) / RESULT, result.model_dump(mode="json"))  # last: the run is finished
+
+
+RECORD_FILES = (CONFIG, METRICS, RESULT)  # what a finished run's numbers are read from; result.json last
+
+
+def copy_record(src: Path, dst: Path, checkpoint: bool = False) -> None:
+    """Copy a finished run's record (and its checkpoint, when asked and present) from `src` to
+    `dst`, each file atomically and result.json last, so that `dst` is finished only once whole. A
+    checkpoint that `dst` holds from an unfinished attempt is removed: the record supersedes it."""
+    src, dst = Path(src), Path(dst)
+    names = [CONFIG, METRICS] + ([CHECKPOINT] if checkpoint and (src / CHECKPOINT).exists() else []) + [RESULT]
+    if CHECKPOINT not in names:
+        (dst / CHECKPOINT).unlink(missing_ok=True)
+    for name in names:
+        atomic_write_bytes(dst / name, (src / name).read_bytes())
 
 
 def state(run_dir: Path, run_id: str | None = None) -> State:
