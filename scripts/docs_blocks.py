@@ -46,6 +46,34 @@ def quick_block(root: Path) -> str:
 CALIBRATION = Path("src") / "jointtask" / "presets" / "calibration.json"
 
 
+def cpu_block(root: Path) -> str:
+    """How far `jointtask reproduce cpu` has come, from the committed records of its experiments:
+    the distinct runs it plans, those finished, and the sweep time its invocations took."""
+    from jointtask.reproduce import load_preset
+    from jointtask.sweep.estimate import planned_runs
+    from jointtask.sweep.experiment import plan
+
+    exps, _ = load_preset("cpu")
+    planned = {r.run_id for e in exps for r in planned_runs(plan(e))}
+    done, seconds, trained, processors, workers = set(), 0.0, 0, set(), set()
+    for e in exps:
+        d = root / "docs" / "results" / e.name
+        done |= {p.name for p in (d / "runs").glob("*") if (p / "result.json").exists()} & planned
+        for line in (d / "sweep_log.jsonl").read_text().splitlines() if (d / "sweep_log.jsonl").exists() else []:
+            row = json.loads(line)
+            seconds += row["seconds"]
+            trained += row["trained"]
+            processors.add(row["processor"])
+            workers.add(row["workers"])
+    left = len(planned) - len(done)
+    return (
+        f"`jointtask reproduce cpu` plans {len(planned)} distinct runs; {len(done)} are finished and committed "
+        f"as records (docs/results/cpu-*/runs/), {left} are left. Its sweeps have trained {trained} runs in "
+        f"{seconds / 3600:.1f} h of wall time on {' / '.join(map(str, sorted(workers)))} worker processes "
+        f"({', '.join(sorted(processors))}; docs/results/cpu-*/sweep_log.jsonl)."
+    )
+
+
 def calibration_block(root: Path, path: Path | None = None) -> str:
     """The calibration tables of docs/definitions.md, from the benchmark's JSON (default: the packaged one)."""
     rows = json.loads((path or root / CALIBRATION).read_text())["rows"]
@@ -302,6 +330,7 @@ def gpu_c2_block(root: Path) -> str:
 BLOCKS = {
     ("README.md", "claims"): claims_block,
     ("README.md", "quick"): quick_block,
+    ("README.md", "cpu"): cpu_block,
     ("docs/definitions.md", "calibration"): calibration_block,
     ("docs/definitions.md", "aa"): aa_block,
     ("docs/regimes.md", "regimes"): regimes_block,

@@ -53,7 +53,9 @@ def test_a_preset_file_that_is_not_a_suite_or_names_an_experiment_twice_is_refus
     with pytest.raises(UserError, match="a suite holds one key"):
         load_preset(str(bad))
     twice = tmp_path / "twice.toml"
-    (tmp_path / "e.toml").write_text('name = "e"\n[sweep]\nmixtures = ["MAX"]\nwidths = [4]\n[base.task]\nmodulus = 5\n')
+    (tmp_path / "e.toml").write_text(
+        'name = "e"\n[sweep]\nmixtures = ["MAX"]\nwidths = [4]\n[base.task]\nmodulus = 5\n'
+    )
     twice.write_text('suite = ["e.toml", "e.toml"]\n')
     with pytest.raises(UserError, match="names an experiment twice"):
         load_preset(str(twice))

@@ -154,6 +154,23 @@ def test_sigkill_part_way_then_resume(tmp_path, reference):
     pd.testing.assert_frame_equal(table(out), table(reference))
 
 
+def test_a_stopped_sweep_logs_the_time_it_ran_and_what_it_trained(tmp_path):
+    """SIGTERM (or Ctrl-C) stops a sweep with exit code 130 after it has logged its wall time and
+    the runs it finished, so that the time a long reproduction took is measured across stops."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "jointtask.cli", "sweep", str(SMOKE), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any((out / "runs").glob("*/result.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    finished = sum(1 for _ in (out / "runs").glob("*/result.json"))
+    (log,) = [json.loads(line) for line in (out / "sweep_log.jsonl").read_text().splitlines()]
+    assert 1 <= log["trained"] <= finished < 8 and log["seconds"] > 0 and not (out / "driver.json").exists()
+
+
 def test_reuse_copies_finished_runs_and_trains_only_the_rest(tmp_path, reference):
     """A sweep given another sweep's directory takes its finished runs (same run ids: the same
     runs) and trains only what that directory lacks; a half-trained run there is not taken."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -467,7 +468,12 @@ def _validated(model, **kwargs):
         raise UserError(validation_message(e)) from None
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops a command as Ctrl-C does: a sweep logs what it did first
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         rc = app(args=argv, standalone_mode=False)
         if isinstance(rc, int) and rc:  # typer.Exit(n) comes back as a return value here

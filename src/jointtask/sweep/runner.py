@@ -128,32 +128,34 @@ def run_sweep(
         }
         if progress:
             progress.start(runs, runs_dir)
-        for run, outcome, exc in executor.map(work, runs_dir):
-            if exc is None:
-                store_run(runs_dir, outcome)
-                summary["done"] += 1
-                if outcome["result"]["stop_reason"] == "diverged":
-                    summary["diverged"].append(f"{run.run_id} {run.mixture} width {run.width} seed {run.seed}")
-            else:
-                summary["failed"] += 1
-                summary["failures"].append((run.run_id, run_dir.record_failure(runs_dir / run.run_id, exc)))
+        try:
+            for run, outcome, exc in executor.map(work, runs_dir):
+                if exc is None:
+                    store_run(runs_dir, outcome)
+                    summary["done"] += 1
+                    if outcome["result"]["stop_reason"] == "diverged":
+                        summary["diverged"].append(f"{run.run_id} {run.mixture} width {run.width} seed {run.seed}")
+                else:
+                    summary["failed"] += 1
+                    summary["failures"].append((run.run_id, run_dir.record_failure(runs_dir / run.run_id, exc)))
+                if progress:
+                    progress.update(run, exc)
+        finally:  # also when stopped (Ctrl-C, SIGTERM): the time it ran and what it trained are kept
             if progress:
-                progress.update(run, exc)
-        if progress:
-            progress.stop()
-        (out / "driver.json").unlink(missing_ok=True)
-        append_line(
-            out / SWEEP_LOG,
-            json.dumps(
-                {
-                    "started": started,
-                    "seconds": time.time() - started,
-                    "trained": summary["done"],
-                    "failed": summary["failed"],
-                    "workers": getattr(executor, "workers", None),
-                    "cohort_size": cohort_size,
-                    "processor": processor(),
-                }
-            ),
-        )
+                progress.stop()
+            (out / "driver.json").unlink(missing_ok=True)
+            append_line(
+                out / SWEEP_LOG,
+                json.dumps(
+                    {
+                        "started": started,
+                        "seconds": time.time() - started,
+                        "trained": summary["done"],
+                        "failed": summary["failed"],
+                        "workers": getattr(executor, "workers", None),
+                        "cohort_size": cohort_size,
+                        "processor": processor(),
+                    }
+                ),
+            )
     return summary
