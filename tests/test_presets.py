@@ -61,3 +61,16 @@ def test_a_preset_file_that_is_not_a_suite_or_names_an_experiment_twice_is_refus
         load_preset(str(twice))
     with pytest.raises(UserError, match="unknown preset 'nosuch'"):
         load_preset("nosuch")
+
+
+def test_the_paper_scale_suite_is_the_papers_setting():
+    """`reproduce paper`: depth 2, the paper's protocol, 8 seeds, widths up to 128 and beyond, mod 20
+    and the prime 43 (C4), every claim's experiment."""
+    exps, suite = load_preset("paper")
+    assert suite and len(exps) >= 9
+    for e in exps:
+        runs = plan(e)
+        assert {r.config.task.max_depth for r in runs} == {2} and {r.config.data.protocol for r in runs} == {"paper"}
+        assert len(e.sweep.seed_list()) >= 8 and max(r.width for r in runs) >= 128
+    moduli = {e.base["task"].get("modulus") for e in exps}
+    assert {20, 43} <= moduli
