@@ -12,8 +12,8 @@ in a cohort looks as if the run had trained alone, and either trainer resumes it
 
 The forward is the looped transformer of model.py itself, run on stacked [K, ...] weights (its
 layers take them; a test checks losses and gradients against K separate models); the optimiser is
-torch's AdamW, with each run's weights as its own parameter groups (its learning rate, betas and
-weight decay, on matrices only, as `make_optimizer` groups them alone).
+torch's AdamW, each run's weights in the parameter groups of its learning rate, betas and weight
+decay (on matrices only, as `make_optimizer` groups them alone).
 
 On a CPU a cohort pays little (the matrices of small models are already per-core), so the sweep's
 default cohort size is 1 there; see `jointtask bench --cohort`.
@@ -58,11 +58,18 @@ def stacked_forward(
     return functional_call(model, params, (idx,), {"at": at})
 
 
+def _grad(w: torch.Tensor) -> torch.Tensor:
+    if w.grad is None:
+        raise RuntimeError("a cohort weight got no gradient")
+    return w.grad
+
+
 class Cohort:
     """The stacked weights and AdamW state of some runs (all of one shape).
 
     Each run's weights are two flat tensors, its matrices and the rest (`make_optimizer`'s two
-    groups), optimised by one torch AdamW with two parameter groups per run; a step stacks them
+    groups), optimised by one torch AdamW whose two parameter groups per learning-rate schedule hold
+    every run on that schedule; a step stacks them
     into the [K, ...] weights the model runs on. On CUDA a step's batch has a fixed shape (padded
     to the longest training example) and the step, from the gather of its batch to the AdamW
     update, is captured once as a CUDA graph and replayed: a step of small models is a few hundred
@@ -102,15 +109,29 @@ class Cohort:
         self.stream, self.done = None, None
         if self.static and self.device.type == "cuda":  # its own stream; an event marks its last launched step done
             self.stream, self.done = torch.cuda.Stream(self.device), torch.cuda.Event()
-        # captured steps read each run's learning rate from the device; eager steps take floats
-        self.lrs = torch.tensor([r.lr() for r in runs], device=self.device) if self.stream is not None else None
-        groups = []
+        # runs whose learning rate, betas and weight decay agree at every step share parameter groups
+        # (one multi-tensor update for all of them); a group's member runs are `self.members[i]`
+        keys: dict[tuple, list[int]] = {}
         for k, r in enumerate(runs):
             t = r.cfg.train
-            lr = self.lrs[k] if self.lrs is not None else r.lr()
+            schedule = (t.lr, t.schedule, t.warmup_fraction, t.final_lr, t.steps, t.beta1, t.beta2, t.weight_decay)
+            keys.setdefault((schedule, r.step), []).append(k)
+        self.members = list(keys.values())
+        # captured steps read each group's learning rate from the device; eager steps take floats
+        lrs = [runs[m[0]].lr() for m in self.members]
+        self.lrs = torch.tensor(lrs, device=self.device) if self.stream is not None else None
+        groups = []
+        for i, m in enumerate(self.members):
+            t = runs[m[0]].cfg.train
+            lr = self.lrs[i] if self.lrs is not None else lrs[i]
             for g, wd in ((0, t.weight_decay), (1, 0.0)):
                 groups.append(
-                    {"params": [self.leaves[k][g]], "lr": lr, "betas": (t.beta1, t.beta2), "weight_decay": wd}
+                    {
+                        "params": [self.leaves[k][g] for k in m],
+                        "lr": lr,
+                        "betas": (t.beta1, t.beta2),
+                        "weight_decay": wd,
+                    }
                 )
         if self.stream is not None:
             self.opt = torch.optim.AdamW(groups, foreach=True, capturable=True)
@@ -126,7 +147,9 @@ class Cohort:
                         "exp_avg": flat(g, lambda n: states[n]["exp_avg"]).clone(),
                         "exp_avg_sq": flat(g, lambda n: states[n]["exp_avg_sq"]).clone(),
                     }
-        self.grad_clip = [r.cfg.train.grad_clip for r in runs]
+        clip = [r.cfg.train.grad_clip for r in runs]
+        self.clip = torch.tensor(clip, device=self.device).repeat_interleave(2)  # [2K]: per flat weight
+        self.clipped = torch.tensor([c > 0 for c in clip], device=self.device).repeat_interleave(2)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps_taken = 0
 
@@ -208,9 +231,14 @@ class Cohort:
         losses = (ce * weight).sum(1) / weight.sum(1)  # each run's mean over its own targets
         self.opt.zero_grad(set_to_none=True)
         losses.sum().backward()  # runs share no weights: each gets its own gradient
-        for pair, clip in zip(self.leaves, self.grad_clip):  # each run clipped by its own norm, as alone
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(pair, clip, foreach=True)
+        with torch.no_grad():  # each run clipped by its own norm, as clip_grad_norm_ clips it alone
+            grads = [_grad(w) for pair in self.leaves for w in pair]  # [2K], run by run
+            # torch's own multi-tensor kernels, as clip_grad_norm_ uses them
+            per_weight = torch._foreach_norm(grads)  # pyright: ignore[reportPrivateImportUsage]
+            norms = torch.stack(per_weight).view(-1, 2).pow(2).sum(1).sqrt()  # [K]
+            scale = (self.clip / (norms.repeat_interleave(2) + 1e-6)).clamp(max=1.0)
+            factors = list(torch.where(self.clipped, scale, 1.0).unbind())
+            torch._foreach_mul_(grads, factors)  # pyright: ignore[reportPrivateImportUsage]
         self.opt.step()
         return losses.detach()
 
@@ -224,11 +252,11 @@ class Cohort:
         self.steps_taken += 1
         if self.stream is None or self.done is None:  # eager (fixed shapes on a CPU only in a test)
             for i, group in enumerate(self.opt.param_groups):
-                group["lr"] = lrs[i // 2]
+                group["lr"] = lrs[self.members[i // 2][0]]
             self.losses = self._compute(host_ints.to(self.device), T)
             return
         assert self.lrs is not None
-        host_lrs = torch.tensor(lrs, dtype=self.lrs.dtype)
+        host_lrs = torch.tensor([lrs[m[0]] for m in self.members], dtype=self.lrs.dtype)
         if self.steps_taken == 1:  # the graph's inputs and outputs live here, at fixed addresses
             self.host_ints, self.host_lrs = host_ints.pin_memory(), host_lrs.pin_memory()
             self.ints = torch.empty_like(host_ints, device=self.device)
