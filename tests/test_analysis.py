@@ -335,3 +335,37 @@ def test_claims_are_rows_of_a_data_file(tmp_path):
     bad.write_text("[[claim]\n")
     with pytest.raises(UserError, match="cannot read the claims file"):
         load_claims(bad)
+
+
+def test_an_inconclusive_row_quotes_the_power_of_its_design():
+    """The power note reads the calibration of the design family the widths' spacing gives (dense:
+    about 1.2x apart; wide: 1.5x) at the curves' seeds, and the next design with more seeds."""
+    import pandas as pd
+
+    from jointtask.analysis.claims import power_note
+
+    rows = [
+        {"design": "dense", "seeds": 8, "ratio": 1.0, "p50_no_benefit": 0.3, "benefit": 0.0, "p50_benefit": 0.0},
+        {"design": "dense", "seeds": 8, "ratio": 2.0, "benefit": 0.2, "p50_benefit": 0.7},
+        {"design": "dense", "seeds": 8, "ratio": 3.0, "benefit": 0.6, "p50_benefit": 0.9},
+        {"design": "dense-16", "seeds": 16, "ratio": 1.0, "p50_no_benefit": 0.75, "benefit": 0.0, "p50_benefit": 0.0},
+        {"design": "dense-16", "seeds": 16, "ratio": 2.0, "benefit": 0.3, "p50_benefit": 0.92},
+        {"design": "wide", "seeds": 8, "ratio": 2.0, "benefit": 0.1, "p50_benefit": 0.3},
+    ]
+
+    def table(widths, seeds):
+        return pd.DataFrame(
+            [
+                {"mixture": m, "target_op": "ADD", "width": w, "seed": s}
+                for m in ("ADD", "ADD+MAX")
+                for w in widths
+                for s in range(seeds)
+            ]
+        )
+
+    curves = [("ADD", "ADD"), ("ADD+MAX", "ADD")]
+    note = power_note(table([10, 12, 14, 17, 20], 8), curves, rows)
+    assert "dense widths" in note and "8 seeds: 80% power from 3x (P50) / > 3x (P*)" in note
+    assert "equal curves called no benefit 30%" in note and "with 16 seeds: 80% power from 2x (P50)" in note
+    assert "wide widths" in power_note(table([8, 12, 18, 27, 40], 8), curves, rows)
+    assert "at 16 seeds" in power_note(table([10, 12, 14], 20), curves, rows)  # the most seeds calibrated, at or below

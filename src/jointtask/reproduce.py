@@ -88,6 +88,7 @@ def reproduce(
     for e in exps:  # before any work: a plan whose largest run cannot fit is refused
         check_plan_fits(plan(e), n_workers)
     todo = to_train(exps, dirs, reuse)
+    t_estimate = time.time()
     if estimate and todo:
         from .sweep.estimate import estimate_seconds
 
@@ -97,6 +98,7 @@ def reproduce(
             f"{name}: {len(todo)} runs to train on {n_workers} worker(s); at most about {took} "
             "on this machine (every run at its full budget; early stopping shortens it)"
         )
+    probe_seconds = time.time() - t_estimate
     t0 = time.time()
     summaries = []
     for i, (e, d) in enumerate(zip(exps, dirs)):
@@ -135,12 +137,13 @@ def reproduce(
         "preset": name,
         "sweep_seconds": sum(r["seconds"] for r in logs),
         "analysis_seconds": time.time() - t_analysis,
+        "estimate_seconds": probe_seconds,
         "sweep_invocations": len(logs),
         "runs_trained": sum(r["trained"] for r in logs),
         "workers": logs[-1]["workers"] if logs else n_workers,
         "processor": logs[-1]["processor"] if logs else None,
     }
-    took["total_seconds"] = took["sweep_seconds"] + took["analysis_seconds"]
+    took["total_seconds"] = took["sweep_seconds"] + took["analysis_seconds"] + probe_seconds
     atomic_write_json(report / "reproduce.json", took)
     return {
         "summary": {k: sum(s[k] for s in summaries) for k in ("done", "failed", "skipped")},
