@@ -17,8 +17,8 @@ def _numeric(annotation) -> bool:
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors; so are booleans where numbers belong (`width = true` is no width)
-    and numbers that are not finite."""
+    """Unknown keys are errors; so are booleans and text where numbers belong (`width = true` is no
+    width) and numbers that are not finite."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -32,6 +32,8 @@ class Strict(BaseModel):
                     continue
                 if isinstance(v, bool):
                     raise ValueError(f"{name} must be a number, got {str(v).lower()}")
+                if isinstance(v, str):  # "INF", "1e3": text is no number, whatever it would parse to
+                    raise ValueError(f"{name} must be a number, got the text {v!r}")
                 if isinstance(v, float) and not math.isfinite(v):
                     raise ValueError(f"{name} must be a finite number, got {v}")
         return data
