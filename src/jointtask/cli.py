@@ -356,6 +356,9 @@ def reproduce(
         [], help="a sweep or records directory whose finished runs are copied in instead of trained (repeatable)"
     ),
     estimate: bool = typer.Option(True, help="time each run shape briefly and print the time the runs left will take"),
+    replan: bool = typer.Option(
+        False, help="a packaged experiment changed since OUT was swept: plan it anew there (finished runs are kept)"
+    ),
 ):
     """Run a packaged reproduction (resumable) and write its report with a verdict per claim."""
     from .reproduce import reproduce as run_preset
@@ -372,6 +375,7 @@ def reproduce(
         reuse=reuse,
         estimate=estimate,
         say=lambda line: typer.echo(line, err=True),
+        replan=replan,
     )
     for c in res["claims"]:
         typer.echo(f"{c['claim']}: {c['verdict']} -- {c['ours, 95% interval']}")

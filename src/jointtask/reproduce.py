@@ -78,6 +78,7 @@ def reproduce(
     reuse: Sequence[str | Path] = (),
     estimate: bool = True,
     say: Callable[[str], None] = print,
+    replan: bool = False,
 ) -> dict:
     out = Path(out)
     exps, suite = load_preset(name, overrides)
@@ -105,7 +106,7 @@ def reproduce(
         if suite:
             say(f"[{i + 1}/{len(exps)}] {e.name} -> {d}")
         others = [o for o in dirs if o != d and o.exists()]
-        s = run_sweep(e, d, executor, SweepProgress(n_workers), reuse=[*others, *reuse])
+        s = run_sweep(e, d, executor, SweepProgress(n_workers), replan=replan, reuse=[*others, *reuse])
         for line in s["notes"]:
             say(line)
         for line in s["diverged"]:

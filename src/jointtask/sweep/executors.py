@@ -34,9 +34,10 @@ class LocalExecutor:
         # spawn: a fresh interpreter per worker, no forked torch state; workers die with the driver.
         # No more workers than groups: each one starts an interpreter and imports torch.
         workers = min(self.workers, len(work))
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent) as pool:
-            futures = {pool.submit(execute_groups, _plain(w), str(runs_dir)): w for w in work}
-            pending = set(futures)
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=die_with_parent)
+        futures = {pool.submit(execute_groups, _plain(w), str(runs_dir)): w for w in work}
+        pending = set(futures)
+        try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for f in done:
@@ -47,6 +48,13 @@ class LocalExecutor:
                     except Exception as e:
                         outcomes = e
                     yield from _per_run(futures[f], outcomes)
+        finally:  # stopped (Ctrl-C, SIGTERM): queued runs are dropped, running ones killed (they resume)
+            if pending:
+                workers_now = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown clears it
+                pool.shutdown(wait=False, cancel_futures=True)
+                for proc in workers_now:
+                    proc.kill()
+            pool.shutdown(wait=True)
 
 
 def _build_data(cfg) -> None:
