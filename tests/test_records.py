@@ -110,10 +110,10 @@ def test_a_committed_source_is_rebuilt_from_its_records(tmp_path):
     for d in sources:
         out = tmp_path / d.name
         if d.name == "regime-b256":  # one through the command line
-            r = run_cli("analyze", d, "--out", out, "--n-boot", "50")
+            r = run_cli("analyze", d, "--out", out, "--n-boot", "10")
             assert r.returncode == 0, r.stderr
         else:
-            write_report(d, n_boot=50, n_perm=50, report=out)
+            write_report(d, n_boot=10, n_perm=10, report=out)  # results.csv does not depend on them
         assert (out / "results.csv").read_text() == (d / "results.csv").read_text(), d.name
     d = ROOT / "docs" / "results" / "regime-b256"
     shutil.copytree(d, tmp_path / "again")
