@@ -1,5 +1,5 @@
 """Command line: `jointtask data | train | sweep | results | status | transition | ratios | claims | analyze |
-export | bench | reproduce | compat`.
+residues | export | bench | reproduce | compat`.
 
 Bad input ends with one line on stderr and exit code 2, never a traceback.
 """
@@ -314,6 +314,33 @@ def analyze(
         sweep_dir, n_boot=n_boot, width=width, claims_source=source if source in source_names() else None, report=out
     )
     typer.echo(str(path))
+
+
+@app.command()
+def residues(
+    sweep_dir: Path = typer.Argument(..., help="a sweep directory whose runs keep their checkpoints"),
+    out: Optional[Path] = typer.Option(None, help="CSV to write (default: SWEEP_DIR/residues.csv)"),
+    op: List[str] = typer.Option([], help="target operations to read (default: every run's targets)"),
+):
+    """Which residues of the answer each finished run gets right: its test accuracy modulo each
+    divisor of the modulus and the largest divisor it knows (a partial solution: the sum modulo
+    10 but not modulo 20). Prints, per curve and width, the runs by the modulus they know."""
+    import pandas as pd
+
+    from .analysis.residues import residues_table
+    from .fileio import atomic_write_text
+
+    if not (sweep_dir / "plan.json").is_file():
+        raise UserError(f"{str(sweep_dir)!r} is not a sweep directory (no plan.json)")
+    target = out or sweep_dir / "residues.csv"
+    _writable(target)
+    df = residues_table(sweep_dir, list(op) or None)
+    atomic_write_text(target, df.to_csv(index=False))
+    known = df.known_modulus.map(lambda k: "none" if pd.isna(k) else f"mod {int(k)}")
+    counts = df.assign(known=known).groupby(["mixture", "target_op", "width"]).known.value_counts()
+    for (m, t, w), g in counts.groupby(level=[0, 1, 2]):
+        typer.echo(f"{m} ({t}) width {w}: " + ", ".join(f"{k}: {n}" for (*_, k), n in g.items()))
+    typer.echo(str(target), err=True)
 
 
 @app.command()
