@@ -183,6 +183,8 @@ PILOT_SOURCES = (  # in the order docs/regimes.md reads them
     "regime-lr4e3",
     "regime-b64",
     "regime-b64-lr1e3",
+    "regime-wd1",
+    "regime-long",
     "pilot-c1-mod20",
     "pilot-strict-wd01",
     "pilot-strict-wd1",
@@ -226,6 +228,36 @@ def pilots_block(root: Path) -> str:
             lines.append(f"| {m} | " + " | ".join(cells.get(int(w), "") for w in widths) + " |")
         lines.append("")
     return "\n".join(lines) if lines else "(no pilot committed)"
+
+
+def residues_block(root: Path) -> str:
+    """Per source with a committed residues table (`jointtask residues`): by curve and width, the
+    runs that know the answer modulo n, those that know it only modulo a proper divisor (a partial
+    solution), and those that know nothing of it."""
+    lines = []
+    for path in sorted((root / "docs" / "results").glob("*/residues.csv")):
+        df = pd.read_csv(path).astype({"known_modulus": "Int64"})
+        n = max(int(c.split("_")[1]) for c in df.columns if c.startswith("mod_"))
+        proper = sorted((int(c.split("_")[1]) for c in df.columns if c.startswith("mod_")), reverse=True)[1:]
+        split = ", ".join(sorted(set(df.split)))
+        lines += [
+            f"**{path.parent.name}** ({split} prompts): runs by the largest modulus they answer right "
+            f"on 90% of the prompts",
+            "",
+            "| curve | width | runs | mod "
+            + str(n)
+            + " | "
+            + " | ".join(f"mod {d} only" for d in proper)
+            + " | nothing |",
+            "|---|---|---|---|" + "---|" * len(proper) + "---|",
+        ]
+        df = df.assign(curve=[m if m == op else f"{m} ({op})" for m, op in zip(df.mixture, df.target_op)])
+        for (curve, width), g in df.groupby(["curve", "width"], sort=True):
+            k = g.known_modulus
+            cells = [str(int((k == n).sum()))] + [str(int((k == d).sum())) for d in proper] + [str(int(k.isna().sum()))]
+            lines.append(f"| {curve} | {width} | {len(g)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) if lines else "(no residues table committed)"
 
 
 def records_block(root: Path) -> str:
@@ -335,6 +367,7 @@ BLOCKS = {
     ("docs/definitions.md", "aa"): aa_block,
     ("docs/regimes.md", "regimes"): regimes_block,
     ("docs/regimes.md", "pilots"): pilots_block,
+    ("docs/regimes.md", "residues"): residues_block,
     ("docs/definitions.md", "records"): records_block,
     ("docs/definitions.md", "heldout"): heldout_block,
     ("docs/performance.md", "throughput"): throughput_block,

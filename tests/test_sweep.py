@@ -262,6 +262,31 @@ def test_planned_runs_carry_their_kind_and_pretraining():
     assert runs["ADD@20"].config.task.ops == ["ADD"] and runs["ADD@20"].config.train.steps == 20
 
 
+def test_seeds_per_mixture_plan_each_curve_its_own_seeds_and_share_the_rest():
+    from jointtask.sweep.experiment import experiment_from_dict
+
+    def runs(seeds):
+        exp = experiment_from_dict(
+            {
+                "name": "s",
+                "base": {"task": {"modulus": 5, "max_depth": 1}, "train": {"steps": 10}},
+                "sweep": {"mixtures": ["ADD", "ADD+MAX"], "widths": [8, 12], "seeds": seeds},
+            }
+        )
+        return plan(exp)
+
+    both = runs(2)
+    more = runs({"ADD": 4, "add + MAX": [0, 1]})  # keys spelled as mixtures are anywhere
+    assert sorted({r.seed for r in more if r.mixture == "ADD"}) == [0, 1, 2, 3]
+    assert sorted({r.seed for r in more if r.mixture == "ADD+MAX"}) == [0, 1]
+    assert len(more) == 2 * 4 + 2 * 2
+    assert {r.run_id for r in both} <= {r.run_id for r in more}  # the same runs keep their ids
+    with pytest.raises(UserError, match="seeds per mixture must name exactly"):
+        runs({"ADD": 4})
+    with pytest.raises(UserError, match="lists 1 twice"):
+        runs({"ADD": [1, 1], "ADD+MAX": 2})
+
+
 def test_bad_experiment_fails_cleanly(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[sweep]\nmixtures = ["ADD+FOO"]\nwidths = [8]\n')

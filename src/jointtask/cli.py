@@ -321,25 +321,32 @@ def residues(
     sweep_dir: Path = typer.Argument(..., help="a sweep directory whose runs keep their checkpoints"),
     out: Optional[Path] = typer.Option(None, help="CSV to write (default: SWEEP_DIR/residues.csv)"),
     op: List[str] = typer.Option([], help="target operations to read (default: every run's targets)"),
+    split: str = typer.Option("test", help="prompts to read: test, or validation (to choose a regime)"),
 ):
     """Which residues of the answer each finished run gets right: its test accuracy modulo each
     divisor of the modulus and the largest divisor it knows (a partial solution: the sum modulo
     10 but not modulo 20). Prints, per curve and width, the runs by the modulus they know."""
     import pandas as pd
 
-    from .analysis.residues import residues_table
+    from .analysis.residues import SPLITS, residues_table
     from .fileio import atomic_write_text
 
+    if split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not (sweep_dir / "plan.json").is_file():
         raise UserError(f"{str(sweep_dir)!r} is not a sweep directory (no plan.json)")
     target = out or sweep_dir / "residues.csv"
     _writable(target)
-    df = residues_table(sweep_dir, list(op) or None)
+    df = residues_table(sweep_dir, list(op) or None, split)
     atomic_write_text(target, df.to_csv(index=False))
-    known = df.known_modulus.map(lambda k: "none" if pd.isna(k) else f"mod {int(k)}")
-    counts = df.assign(known=known).groupby(["mixture", "target_op", "width"]).known.value_counts()
-    for (m, t, w), g in counts.groupby(level=[0, 1, 2]):
-        typer.echo(f"{m} ({t}) width {w}: " + ", ".join(f"{k}: {n}" for (*_, k), n in g.items()))
+    counts: dict[str, dict[str, int]] = {}
+    for r in df.to_dict("records"):
+        curve = f"{r['mixture']} ({r['target_op']}) width {r['width']}"
+        known = "none" if pd.isna(r["known_modulus"]) else f"mod {int(r['known_modulus'])}"
+        counts.setdefault(curve, {}).setdefault(known, 0)
+        counts[curve][known] += 1
+    for curve, c in counts.items():
+        typer.echo(f"{curve}: " + ", ".join(f"{k}: {n}" for k, n in sorted(c.items(), key=lambda kv: -kv[1])))
     typer.echo(str(target), err=True)
 
 

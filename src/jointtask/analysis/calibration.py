@@ -50,14 +50,15 @@ def design_sizes(n_widths: int = 6, low: float = 1e3, high: float = 1e5) -> np.n
 def design_of(experiment: str | Path) -> tuple[list[int], int]:
     """The parameter count at each width of an experiment's first mixture, and its seeds."""
     exp = load_experiment(experiment)
-    first = exp.sweep.seed_list()[0]
+    seeds = exp.sweep.seed_list(exp.sweep.mixtures[0])
+    first = seeds[0]
     sizes = []
     for r in plan(exp):
         if r.mixture == exp.sweep.mixtures[0] and r.seed == first:
             cfg = r.config
             vocab = len(Vocab(cfg.task.family(cfg.seed)))
             sizes.append(count_params(cfg.model, vocab, context_length(cfg.task))["params"])
-    return sizes, len(exp.sweep.seed_list())
+    return sizes, len(seeds)
 
 
 def calibrate(

@@ -44,15 +44,20 @@ def known_modulus(acc: dict[int, float], known: float = KNOWN) -> int | None:
     return max(got) if got else None
 
 
-def run_residues(run_dir: Path, ops: list[str]) -> dict[str, dict[int, float]]:
-    """{op: residue accuracy on the run's test prompts of that op} for one trained run."""
+SPLITS = ("test", "validation")
+
+
+def run_residues(run_dir: Path, ops: list[str], split: str = "test") -> dict[str, dict[int, float]]:
+    """{op: residue accuracy on the run's `split` prompts of that op} for one trained run."""
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     cfg, data, model = load_run(run_dir)
     family = data.vocab.family
     if not isinstance(family, ListOps):
         raise UserError(f"residues need a ListOps task, {str(run_dir)!r} trains {family.name}")
     out = {}
     for op in ops:
-        es = data.test_sets[op]
+        es = (data.test_sets if split == "test" else data.validation_sets)[op]
         gen = greedy_decode(next_logits_of(model), prompts_of(es), max_new_tokens(es), model.max_len)
         pred = [final_answer(g, data.vocab) for g in gen]
         predicted = [-1 if v is None else v - data.vocab.value_offset for v in pred]
@@ -61,36 +66,40 @@ def run_residues(run_dir: Path, ops: list[str]) -> dict[str, dict[int, float]]:
     return out
 
 
-def residues_table(sweep_dir: Path, ops: list[str] | None = None) -> pd.DataFrame:
+def residues_table(sweep_dir: Path, ops: list[str] | None = None, split: str = "test") -> pd.DataFrame:
     """One row per finished run whose checkpoint is on disk and target op (`ops`, default: every
-    target): its test accuracy modulo each divisor of n (`mod_<d>`) and its `known_modulus`."""
+    target): its accuracy on `split` modulo each divisor of n (`mod_<d>`) and its `known_modulus`."""
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     sweep_dir = Path(sweep_dir)
     df = collect(sweep_dir)
     plan = {p["run_id"]: p for p in load_plan(sweep_dir)}
     rows = []
-    for r in df.itertuples(index=False):
-        run_dir = sweep_dir / "runs" / str(r.run_id)
-        if (ops is not None and r.target_op not in ops) or not (run_dir / CHECKPOINT).is_file():
+    for r in df.to_dict("records"):
+        run_id, op = str(r["run_id"]), str(r["target_op"])
+        run_dir = sweep_dir / "runs" / run_id
+        if (ops is not None and op not in ops) or not (run_dir / CHECKPOINT).is_file():
             continue
-        if r.target_op not in plan[r.run_id]["targets"]:
+        if op not in plan[run_id]["targets"]:
             continue
-        acc = run_residues(run_dir, [str(r.target_op)])[str(r.target_op)]
-        k = known_modulus(acc)
+        acc = run_residues(run_dir, [op], split)[op]
         rows.append(
             {
-                "run_id": r.run_id,
-                "mixture": r.mixture,
-                "target_op": r.target_op,
-                "width": int(r.width),
-                "seed": int(r.seed),
-                "accuracy": float(r.accuracy),
+                "run_id": run_id,
+                "mixture": r["mixture"],
+                "target_op": op,
+                "width": int(r["width"]),
+                "seed": int(r["seed"]),
+                "split": split,
+                "accuracy": float(r["accuracy"] if split == "test" else r["accuracy_validation"]),
                 **{f"mod_{d}": a for d, a in acc.items()},
-                "known_modulus": np.nan if k is None else k,
+                "known_modulus": known_modulus(acc),
             }
         )
     if not rows:
         raise UserError(f"no finished run of {str(sweep_dir)!r} has its checkpoint on disk for these ops")
-    return pd.DataFrame(rows).sort_values(["mixture", "target_op", "width", "seed"]).reset_index(drop=True)
+    df = pd.DataFrame(rows).astype({"known_modulus": "Int64"})
+    return df.sort_values(["mixture", "target_op", "width", "seed"]).reset_index(drop=True)
 
 
-__all__ = ["KNOWN", "known_modulus", "moduli_of", "residue_accuracy", "residues_table", "run_residues"]
+__all__ = ["KNOWN", "known_modulus", "moduli_of", "residue_accuracy", "residues_table", "SPLITS", "run_residues"]

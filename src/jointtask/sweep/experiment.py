@@ -7,7 +7,7 @@ mixtures = ["MAX", "MAX+MIN"]     # each mixture is trained; "+" joins operation
 targets = ["MAX"]                 # ops whose test accuracy is tabulated (default: each mixture's ops)
 widths = [8, 16]                  # or {min = 8, max = 256, num = 6} for a log range, or a grid per
                                   # mixture: widths = { "MAX" = [4, 8], "MAX+MIN" = [8, 16] }
-seeds = [0, 1]                    # or an integer n for 0..n-1
+seeds = [0, 1]                    # or an integer n for 0..n-1, or per mixture: seeds = { "MAX" = 16, "MAX+MIN" = 8 }
 budget = "steps"                  # "steps": every run trains base.train.steps; "exposure": a mixture
                                   # of k ops trains k x steps, so it sees each op about as often as alone
 [base]                            # a run config (see configs/); task.ops, model.width and seed are set per run
@@ -95,7 +95,8 @@ class SweepSpec(Strict):
     # one grid for every mixture, or a grid per mixture (a table keyed by the mixtures), so that
     # each curve has widths close together around its own transition
     widths: Union[list[int], LogRange, dict[str, Union[list[int], LogRange]]]
-    seeds: Union[list[int], int] = 1
+    # one set for every mixture, or a set per mixture (a noisy curve may need more seeds)
+    seeds: Union[list[int], int, dict[str, Union[list[int], int]]] = 1
     # "steps": equal compute for every mixture (a k-op mixture sees its target in ~1/k of its
     # examples); "exposure": k x the steps, so the target is seen about as often as alone
     budget: Literal["steps", "exposure"] = "steps"
@@ -119,6 +120,11 @@ class SweepSpec(Strict):
     def _widths(cls, v):
         return {"+".join(split_ops(k)): g for k, g in v.items()} if isinstance(v, dict) else v
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        return {"+".join(split_ops(k)): g for k, g in v.items()} if isinstance(v, dict) else v
+
     @field_validator("targets")
     @classmethod
     def _targets(cls, v):
@@ -138,12 +144,18 @@ class SweepSpec(Strict):
         for m in self.mixtures:
             if not self.width_list(m) or min(self.width_list(m)) < 1:
                 raise ValueError("sweep.widths must hold positive widths")
-        if not self.seed_list():
-            raise ValueError("sweep.seeds is empty")
-        if min(self.seed_list()) < 0:
-            raise ValueError(f"sweep.seeds must be >= 0, got {min(self.seed_list())}")
-        if isinstance(self.seeds, list):
-            _no_duplicates("sweep.seeds", self.seeds)
+        if isinstance(self.seeds, dict) and set(self.seeds) != set(self.mixtures):
+            raise ValueError(
+                f"sweep.seeds per mixture must name exactly the mixtures {self.mixtures}, got {sorted(self.seeds)}"
+            )
+        for m in self.mixtures:
+            if not self.seed_list(m):
+                raise ValueError("sweep.seeds is empty")
+            if min(self.seed_list(m)) < 0:
+                raise ValueError(f"sweep.seeds must be >= 0, got {min(self.seed_list(m))}")
+        for given in self.seeds.values() if isinstance(self.seeds, dict) else [self.seeds]:
+            if isinstance(given, list):
+                _no_duplicates("sweep.seeds", given)
         for grid in self.widths.values() if isinstance(self.widths, dict) else [self.widths]:
             if isinstance(grid, list):
                 _no_duplicates("sweep.widths", grid)
@@ -165,8 +177,16 @@ class SweepSpec(Strict):
                 out |= set(g)
         return sorted(out)
 
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+    def seed_list(self, mixture: str | None = None) -> list[int]:
+        """The seeds of one mixture, or (None) of all of them together."""
+        if isinstance(self.seeds, dict):
+            given = [self.seeds[mixture]] if mixture is not None else list(self.seeds.values())
+        else:
+            given = [self.seeds]
+        out: set[int] = set()
+        for g in given:
+            out |= set(range(g)) if isinstance(g, int) else set(g)
+        return sorted(out)
 
 
 class Experiment(BaseModel):
@@ -266,7 +286,7 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
         ops = tuple(split_ops(mixture))
         targets = s.targets or list(ops)
         for width in widths or s.width_list(mixture):
-            for seed in s.seed_list():
+            for seed in s.seed_list(mixture):
                 base_steps = _run_config(exp, list(ops), width, seed, targets).train.steps
                 steps = len(ops) * base_steps if s.budget == "exposure" else None
                 runs.append(planned_run(exp, Label(ops), width, seed, targets, steps))
