@@ -100,21 +100,19 @@ def test_untrusted_records_are_retrained(smoke, tmp_path):
 
 
 def test_a_committed_source_is_rebuilt_from_its_records(tmp_path):
-    """Every committed source that keeps run records: `jointtask analyze` over them gives its
-    committed results table, and a sweep of its experiment over a copy trains nothing."""
-    from jointtask.report import write_report
+    """Every committed source that keeps run records gives its committed results table from them
+    (the table every other one of its tables and figures is computed from); `jointtask analyze`
+    rebuilds one whole report, and a sweep of its experiment over a copy trains nothing."""
+    from jointtask.sweep.results import collect
 
     results = ROOT / "docs" / "results"
     sources = [d for d in sorted(results.iterdir()) if (d / "runs").is_dir() and (d / "results.csv").exists()]
     assert sources
     for d in sources:
-        out = tmp_path / d.name
-        if d.name == "regime-b256":  # one through the command line
-            r = run_cli("analyze", d, "--out", out, "--n-boot", "10")
-            assert r.returncode == 0, r.stderr
-        else:
-            write_report(d, n_boot=10, n_perm=10, report=out)  # results.csv does not depend on them
-        assert (out / "results.csv").read_text() == (d / "results.csv").read_text(), d.name
+        assert collect(d).to_csv(index=False) == (d / "results.csv").read_text(), d.name
+    r = run_cli("analyze", results / "regime-b256", "--out", tmp_path / "report", "--n-boot", "10")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "report" / "results.csv").read_text() == (results / "regime-b256" / "results.csv").read_text()
     d = ROOT / "docs" / "results" / "regime-b256"
     shutil.copytree(d, tmp_path / "again")
     r = run_cli("sweep", ROOT / "experiments" / "cpu" / "regime-b256.toml", "--out", tmp_path / "again")

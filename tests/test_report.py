@@ -1,6 +1,9 @@
 """The report renders from a tiny finished sweep, with every figure and table present."""
 
 import json
+from importlib import resources
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -183,14 +186,22 @@ def test_reproduce_cpu_runs_its_experiments_sharing_runs_and_resumes(tmp_path):
 
     from .conftest import run_cli
 
-    exps, suite = load_preset("cpu", TINY_SUITE[1::2])
-    assert suite
+    # four of its experiments: two sharing ADD alone, a transfer (its pretraining runs) and the strict row
+    presets = Path(str(resources.files("jointtask") / "presets"))
+    chosen = tmp_path / "cpu.toml"
+    chosen.write_text(
+        "suite = ["
+        + ", ".join(f'"{presets / "cpu" / f}"' for f in ("c2.toml", "c1.toml", "transfer.toml", "strict-c2.toml"))
+        + "]\n"
+    )
+    exps, suite = load_preset(str(chosen), TINY_SUITE[1::2])
+    assert suite and {e.name for e in exps} <= {e.name for e in load_preset("cpu")[0]}
     distinct = {r.run_id for e in exps for r in planned_runs(plan(e))}  # pretraining runs included
     pretraining = {r.pretrain.run_id for e in exps for r in plan(e) if r.pretrain}  # trained with their transfer run
     out = tmp_path / "cpu"
-    r = run_cli("reproduce", "cpu", "--out", out, "--workers", "2", *TINY_SUITE)
+    r = run_cli("reproduce", chosen, "--out", out, "--workers", "2", *TINY_SUITE)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"cpu: {len(distinct)} runs to train on 2 worker(s); at most about" in r.stderr
+    assert f"{chosen}: {len(distinct)} runs to train on 2 worker(s); at most about" in r.stderr
     trained = 0
     for e in exps:
         log = [json.loads(line) for line in (out / e.name / "sweep_log.jsonl").read_text().splitlines()]
@@ -203,6 +214,6 @@ def test_reproduce_cpu_runs_its_experiments_sharing_runs_and_resumes(tmp_path):
     assert claims.verdict.str.startswith("not decided").all()  # 1 seed x 1 width decides nothing
     took = json.loads((out / "report" / "reproduce.json").read_text())
     assert took["runs_trained"] == trained and took["sweep_invocations"] == len(exps)
-    again = run_cli("reproduce", "cpu", "--out", out, "--workers", "2", *TINY_SUITE)
+    again = run_cli("reproduce", chosen, "--out", out, "--workers", "2", *TINY_SUITE)
     assert again.returncode == 0 and "runs to train" not in again.stderr
     assert again.stderr.count(": 0 trained, ") == len(exps)
