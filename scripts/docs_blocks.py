@@ -183,6 +183,7 @@ PILOT_SOURCES = (  # in the order docs/regimes.md reads them
     "regime-lr4e3",
     "regime-b64",
     "regime-b64-lr1e3",
+    "regime-b64-8seeds",
     "regime-wd1",
     "regime-long",
     "pilot-c1-mod20",
