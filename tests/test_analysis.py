@@ -369,3 +369,38 @@ def test_an_inconclusive_row_quotes_the_power_of_its_design():
     assert "equal curves called no benefit 30%" in note and "with 16 seeds: 80% power from 2x (P50)" in note
     assert "wide widths" in power_note(table([8, 12, 18, 27, 40], 8), curves, rows)
     assert "at 16 seeds" in power_note(table([10, 12, 14], 20), curves, rows)  # the most seeds calibrated, at or below
+
+
+def test_a_lottery_curve_is_flagged_and_a_step_is_not():
+    """Planted curves: success drawn at the same rate at every size (a lottery) is flagged in the
+    claims row; a step (runs succeed above a size) and a curve that always succeeds are not."""
+    import pandas as pd
+
+    from jointtask.analysis.claims import flat_note
+    from jointtask.analysis.tables import rise_p
+
+    rng = np.random.default_rng(3)
+    sizes = np.geomspace(1e3, 3e4, 10)
+
+    def curve(mixture, success):
+        return pd.DataFrame(
+            [
+                {
+                    "mixture": mixture,
+                    "target_op": "ADD",
+                    "params": p,
+                    "seed": s,
+                    "accuracy": 0.97 if success(i) else 0.3,
+                }
+                for i, p in enumerate(sizes)
+                for s in range(16)
+            ]
+        )
+
+    lottery = curve("ADD", lambda i: rng.random() < 0.6)
+    step = curve("ADD+MAX", lambda i: i >= 4 or rng.random() < 0.1)
+    assert rise_p(lottery) > 0.05 and rise_p(step) < 1e-6
+    assert rise_p(curve("ADD", lambda i: True)) is None
+    df = pd.concat([lottery, step])
+    note = flat_note(df, [("ADD", "ADD"), ("ADD+MAX", "ADD")])
+    assert note.startswith("; ADD alone: success does not rise with size (p = ") and "ADD+MAX" not in note

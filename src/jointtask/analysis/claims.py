@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from ..errors import UserError
 from ..schema import Strict
-from .tables import budget_limited, check_results, improving_share, transitions
+from .tables import budget_limited, check_results, flat, improving_share, rise_p, transitions
 from .transition import N_BOOT, joint_benefit
 
 MIN_SEEDS, MIN_WIDTHS = 8, 5
@@ -145,6 +145,20 @@ def budget_note(df: pd.DataFrame, fits: dict, curves: list[tuple[str, str]]) -> 
     return ""
 
 
+def flat_note(df: pd.DataFrame, curves: list[tuple[str, str]]) -> str:
+    """'; ADD alone: success does not rise with size (p = 0.4)' for each compared curve whose runs
+    succeed and fail at sizes a one-sided Mann-Whitney test cannot tell apart (tables.FLAT_P):
+    a share of seeds learns at every size, so the curve's transition measures how often a seed
+    learns more than the size it takes."""
+    out = ""
+    for m, op in curves:
+        p = rise_p(df[(df.mixture == m) & (df.target_op == op)])
+        if flat(p):
+            name = f"{op} alone" if m == op else f"{op} in {m}"
+            out += f"; {name}: success does not rise with size (p = {p:.2g})"
+    return out
+
+
 def load_calibration() -> list[dict]:
     """The calibration benchmark's rows (benchmarks/calibration.py, packaged with the toolkit)."""
     path = Path(str(resources.files("jointtask") / "presets" / "calibration.json"))
@@ -247,7 +261,7 @@ def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
         )
         verdict = _claim_verdict(c, r, ok)
     if not verdict.startswith("not decided"):
-        verdict += budget_note(df, fits, curves)
+        verdict += budget_note(df, fits, curves) + flat_note(df, curves)
     if verdict.startswith("inconclusive") and c.mixture:
         verdict += power_note(df, curves)
     return {

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from scipy.stats import mannwhitneyu
 
 from ..errors import UserError
 from ..sweep.experiment import Label
 from ..tasks.families import family_of
-from .transition import N_BOOT, DesignError, fit_transition, joint_benefit
+from .transition import N_BOOT, SUCCESS, DesignError, fit_transition, joint_benefit
 
 
 TRANSITION_COLUMNS = [
@@ -152,6 +154,26 @@ def improving_share(g: pd.DataFrame, t) -> float | None:
 
 def budget_limited(share) -> bool:
     return share is not None and not pd.isna(share) and share >= BUDGET_LIMITED_SHARE
+
+
+FLAT_P = 0.05  # docs/definitions.md, "Curves that do not rise"
+
+
+def rise_p(g: pd.DataFrame) -> float | None:
+    """One-sided Mann-Whitney p-value that a curve's successful runs (test accuracy >= SUCCESS)
+    sit at larger sizes than its failed ones; None when all of them succeed or all fail (no trend
+    to test: the transition is censored). Diverged runs are no points."""
+    if "stop_reason" in g:
+        g = g[g.stop_reason != "diverged"]
+    ok = g.accuracy.to_numpy(float) >= SUCCESS
+    if ok.all() or not ok.any():
+        return None
+    logp = np.log(g.params.to_numpy(float))
+    return float(mannwhitneyu(logp[ok], logp[~ok], alternative="greater").pvalue)
+
+
+def flat(p: float | None) -> bool:
+    return p is not None and p > FLAT_P
 
 
 def trained_ops(mixture: str) -> list[str]:
