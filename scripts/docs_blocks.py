@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from jointtask.analysis.claims import claims_table, fmt_num
+from jointtask.analysis.residues import residue_summary
 from jointtask.analysis.tables import trained_ops
 from jointtask.fileio import atomic_write_text
 
@@ -237,27 +238,18 @@ def residues_block(root: Path) -> str:
     solution), and those that know nothing of it."""
     lines = []
     for path in sorted((root / "docs" / "results").glob("*/residues.csv")):
-        df = pd.read_csv(path).astype({"known_modulus": "Int64"})
-        n = max(int(c.split("_")[1]) for c in df.columns if c.startswith("mod_"))
-        proper = sorted((int(c.split("_")[1]) for c in df.columns if c.startswith("mod_")), reverse=True)[1:]
-        split = ", ".join(sorted(set(df.split)))
+        table = pd.read_csv(path)
+        summary = residue_summary(table)
+        split = ", ".join(sorted(set(table.split)))
         lines += [
             f"**{path.parent.name}** ({split} prompts): runs by the largest modulus they answer right "
             f"on 90% of the prompts",
             "",
-            "| curve | width | runs | mod "
-            + str(n)
-            + " | "
-            + " | ".join(f"mod {d} only" for d in proper)
-            + " | nothing |",
-            "|---|---|---|---|" + "---|" * len(proper) + "---|",
+            "| " + " | ".join(summary.columns) + " |",
+            "|" + "---|" * len(summary.columns),
+            *("| " + " | ".join(str(v) for v in row) + " |" for row in summary.itertuples(index=False)),
+            "",
         ]
-        df = df.assign(curve=[m if m == op else f"{m} ({op})" for m, op in zip(df.mixture, df.target_op)])
-        for (curve, width), g in df.groupby(["curve", "width"], sort=True):
-            k = g.known_modulus
-            cells = [str(int((k == n).sum()))] + [str(int((k == d).sum())) for d in proper] + [str(int(k.isna().sum()))]
-            lines.append(f"| {curve} | {width} | {len(g)} | " + " | ".join(cells) + " |")
-        lines.append("")
     return "\n".join(lines) if lines else "(no residues table committed)"
 
 

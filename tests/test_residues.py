@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jointtask.analysis.residues import known_modulus, moduli_of, residue_accuracy
+from jointtask.analysis.residues import known_modulus, moduli_of, residue_accuracy, residue_summary
+from jointtask.report import write_report
 from jointtask.sweep.executors import LocalExecutor
 from jointtask.sweep.experiment import experiment_from_dict
 from jointtask.sweep.results import collect
@@ -60,7 +61,12 @@ def test_residues_of_trained_runs_agree_with_their_records(tmp_path):
         # the answer right modulo n is the answer right: the training loop's own test accuracy
         assert row.mod_6 == pytest.approx(recorded[(row.run_id, "ADD")])
         assert row.mod_2 >= row.mod_6 and row.mod_3 >= row.mod_6
-    assert "ADD+MAX (ADD) width 16:" in r.stdout
+    assert "ADD+MAX (ADD)" in r.stdout and "mod 3 only" in r.stdout
+    summary = residue_summary(table)
+    assert list(summary.curve) == ["ADD", "ADD+MAX (ADD)"] and (summary.runs == 2).all()
+    assert (summary[["mod 6", "mod 3 only", "mod 2 only", "nothing"]].sum(axis=1) == summary.runs).all()
+    html, _ = write_report(out, n_boot=10, n_perm=9)
+    assert "What failed runs learned" in html.read_text() and "4 of the 4 finished runs" in html.read_text()
 
 
 def test_residues_refuse_a_directory_that_is_no_sweep(tmp_path):

@@ -325,10 +325,9 @@ def residues(
 ):
     """Which residues of the answer each finished run gets right: its test accuracy modulo each
     divisor of the modulus and the largest divisor it knows (a partial solution: the sum modulo
-    10 but not modulo 20). Prints, per curve and width, the runs by the modulus they know."""
-    import pandas as pd
-
-    from .analysis.residues import SPLITS, residues_table
+    10 but not modulo 20). Prints, per curve and width, the runs by the modulus they know; the
+    report of the directory (`jointtask analyze`) shows the same table."""
+    from .analysis.residues import SPLITS, residue_summary, residues_table
     from .fileio import atomic_write_text
 
     if split not in SPLITS:
@@ -339,14 +338,7 @@ def residues(
     _writable(target)
     df = residues_table(sweep_dir, list(op) or None, split)
     atomic_write_text(target, df.to_csv(index=False))
-    counts: dict[str, dict[str, int]] = {}
-    for r in df.to_dict("records"):
-        curve = f"{r['mixture']} ({r['target_op']}) width {r['width']}"
-        known = "none" if pd.isna(r["known_modulus"]) else f"mod {int(r['known_modulus'])}"
-        counts.setdefault(curve, {}).setdefault(known, 0)
-        counts[curve][known] += 1
-    for curve, c in counts.items():
-        typer.echo(f"{curve}: " + ", ".join(f"{k}: {n}" for k, n in sorted(c.items(), key=lambda kv: -kv[1])))
+    typer.echo(residue_summary(df).to_string(index=False))
     typer.echo(str(target), err=True)
 
 

@@ -102,4 +102,32 @@ def residues_table(sweep_dir: Path, ops: list[str] | None = None, split: str = "
     return df.sort_values(["mixture", "target_op", "width", "seed"]).reset_index(drop=True)
 
 
-__all__ = ["KNOWN", "known_modulus", "moduli_of", "residue_accuracy", "residues_table", "SPLITS", "run_residues"]
+def residue_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """A residues table counted: per curve ('ADD', 'ADD+MAX (ADD)') and width, the runs that know
+    the answer modulo n, those that know it only modulo each proper divisor (partial solutions),
+    and those that know nothing of it."""
+    moduli = sorted((int(c.split("_")[1]) for c in table.columns if c.startswith("mod_")), reverse=True)
+    n, proper = moduli[0], moduli[1:]
+    curves = [m if m == op else f"{m} ({op})" for m, op in zip(table.mixture, table.target_op)]
+    known = [None if pd.isna(k) else int(k) for k in table.known_modulus]
+    groups: dict[tuple[str, int], list[int | None]] = {}
+    for c, w, k in zip(curves, table.width, known):
+        groups.setdefault((c, int(w)), []).append(k)
+    rows = []
+    for (c, w), ks in sorted(groups.items()):
+        row = {"curve": c, "width": w, "runs": len(ks), f"mod {n}": ks.count(n)}
+        row |= {f"mod {d} only": ks.count(d) for d in proper}
+        rows.append(row | {"nothing": ks.count(None)})
+    return pd.DataFrame(rows)
+
+
+__all__ = [
+    "residue_summary",
+    "KNOWN",
+    "known_modulus",
+    "moduli_of",
+    "residue_accuracy",
+    "residues_table",
+    "SPLITS",
+    "run_residues",
+]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import __version__
 from ..analysis.claims import fmt_interval
+from ..analysis.residues import residue_summary
 from ..analysis.tables import BUDGET_LIMITED_SHARE
 from ..analysis.sweep_analysis import Analysis, analyze_sweep
 from ..analysis.transition import FRAC, LEARNED_FLOOR, N_BOOT, SUCCESS
@@ -196,6 +197,18 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
         )
     else:
         parts.append("<p class=note>(no mixture has its target also trained alone in this sweep)</p>")
+
+    if (out / "residues.csv").is_file():  # written by `jointtask residues`
+        table = pd.read_csv(out / "residues.csv")
+        parts.append("<h2>What failed runs learned</h2>")
+        parts.append(
+            "<p class=note>Runs by the largest modulus d whose residue of the answer they get right on 90% of "
+            f"the {html.escape(', '.join(sorted(set(table.split))))} prompts (docs/definitions.md, Residues): "
+            "mod n is the operation learned; mod d only, a partial solution; nothing, not even parity. "
+            f"From residues.csv, written by <code>jointtask residues</code> from the runs' checkpoints: "
+            f"{table.run_id.nunique()} of the {df.run_id.nunique()} finished runs.</p>"
+        )
+        parts.append(_table(residue_summary(table)))
 
     if a.embeddings:
         parts.append("<h2>Embedding structure</h2>")
