@@ -163,12 +163,8 @@ class SweepSpec(Strict):
 
     def width_list(self, mixture: str | None = None) -> list[int]:
         """The widths of one mixture, or (None) of all of them together."""
-        if isinstance(self.widths, dict):
-            grids = [self.widths[mixture]] if mixture is not None else list(self.widths.values())
-        else:
-            grids = [self.widths]
         out: set[int] = set()
-        for g in grids:
+        for g in _given(self.widths, mixture):
             if isinstance(g, LogRange):
                 if g.num < 1 or g.min < 1 or g.max < g.min:
                     raise ValueError("sweep.widths range needs 1 <= min <= max and num >= 1")
@@ -179,14 +175,18 @@ class SweepSpec(Strict):
 
     def seed_list(self, mixture: str | None = None) -> list[int]:
         """The seeds of one mixture, or (None) of all of them together."""
-        if isinstance(self.seeds, dict):
-            given = [self.seeds[mixture]] if mixture is not None else list(self.seeds.values())
-        else:
-            given = [self.seeds]
         out: set[int] = set()
-        for g in given:
+        for g in _given(self.seeds, mixture):
             out |= set(range(g)) if isinstance(g, int) else set(g)
         return sorted(out)
+
+
+def _given(value, mixture: str | None) -> list:
+    """A sweep field given once or per mixture (a table keyed by the mixtures): what it gives one
+    mixture, or (None) every mixture, as a list of the values given."""
+    if not isinstance(value, dict):
+        return [value]
+    return [value[mixture]] if mixture is not None else list(value.values())
 
 
 class Experiment(BaseModel):
