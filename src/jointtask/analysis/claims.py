@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from ..errors import UserError
 from ..schema import Strict
 from .tables import budget_limited, check_results, flat, improving_share, rise_p, transitions
-from .transition import N_BOOT, joint_benefit
+from .transition import LEVEL, N_BOOT, joint_benefit
 
 MIN_SEEDS, MIN_WIDTHS = 8, 5
 DIFFICULTY_OPS = ["ADD", "MAX", "MED"]  # C1 by default: the hard op, then the easy ops, each trained alone
@@ -159,6 +159,27 @@ def flat_note(df: pd.DataFrame, curves: list[tuple[str, str]]) -> str:
     return out
 
 
+def split_note(fits: dict, curves: list[tuple[str, str]]) -> str:
+    """'; ADD alone: 83% of bootstrap replicates never reach P*, 7% reach it at the smallest
+    size' for a compared curve whose replicates fall on both censored sides, each more than the
+    interval's tail (2.5%): a curve about as far from 'learned' at every size (a mean accuracy near
+    the learned level, not a step); more seeds would place it on one side."""
+    out = ""
+    tail = (1 - LEVEL) / 2
+    for m, op in curves:
+        if (m, op) not in fits:
+            continue
+        b = fits[(m, op)].boot_pstar
+        above, below = float(np.mean(b == np.inf)), float(np.mean(b == -np.inf))
+        if above > tail and below > tail:
+            name = f"{op} alone" if m == op else f"{op} in {m}"
+            out += (
+                f"; {name}: {above:.0%} of bootstrap replicates never reach P*, {below:.0%} reach it at the "
+                "smallest size (mean accuracy near the learned level at every size: more seeds place it)"
+            )
+    return out
+
+
 def load_calibration() -> list[dict]:
     """The calibration benchmark's rows (benchmarks/calibration.py, packaged with the toolkit)."""
     path = Path(str(resources.files("jointtask") / "presets" / "calibration.json"))
@@ -261,7 +282,7 @@ def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
         )
         verdict = _claim_verdict(c, r, ok)
     if not verdict.startswith("not decided"):
-        verdict += budget_note(df, fits, curves) + flat_note(df, curves)
+        verdict += budget_note(df, fits, curves) + flat_note(df, curves) + split_note(fits, curves)
     if verdict.startswith("inconclusive") and c.mixture:
         verdict += power_note(df, curves)
     return {
