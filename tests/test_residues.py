@@ -73,3 +73,11 @@ def test_residues_refuse_a_directory_that_is_no_sweep(tmp_path):
     r = run_cli("residues", tmp_path)
     assert r.returncode == 2 and "not a sweep directory" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "residues.csv").exists()
+
+
+@pytest.mark.slow
+def test_residues_refuse_an_unknown_split_before_reading_a_run(tmp_path):
+    (tmp_path / "plan.json").write_text("[]")
+    r = run_cli("residues", tmp_path, "--split", "train")
+    assert r.returncode == 2 and "split must be one of test, validation" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "residues.csv").exists()

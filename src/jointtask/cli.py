@@ -327,11 +327,9 @@ def residues(
     divisor of the modulus and the largest divisor it knows (a partial solution: the sum modulo
     10 but not modulo 20). Prints, per curve and width, the runs by the modulus they know; the
     report of the directory (`jointtask analyze`) shows the same table."""
-    from .analysis.residues import SPLITS, residue_summary, residues_table
+    from .analysis.residues import residue_summary, residues_table
     from .fileio import atomic_write_text
 
-    if split not in SPLITS:
-        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not (sweep_dir / "plan.json").is_file():
         raise UserError(f"{str(sweep_dir)!r} is not a sweep directory (no plan.json)")
     target = out or sweep_dir / "residues.csv"
