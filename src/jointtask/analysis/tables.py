@@ -10,7 +10,7 @@ from scipy.stats import mannwhitneyu
 from ..errors import UserError
 from ..sweep.experiment import Label
 from ..tasks.families import family_of
-from .transition import N_BOOT, SUCCESS, DesignError, fit_transition, joint_benefit
+from .transition import LEVEL, N_BOOT, SUCCESS, DesignError, fit_transition, joint_benefit
 
 
 TRANSITION_COLUMNS = [
@@ -174,6 +174,38 @@ def rise_p(g: pd.DataFrame) -> float | None:
 
 def flat(p: float | None) -> bool:
     return p is not None and p > FLAT_P
+
+
+PROJECT_SEEDS = 4  # docs/definitions.md, "Curves that do not rise"
+TAIL = (1 - LEVEL) / 2  # the share of replicates beyond each end of a 95% interval
+
+
+def censored_shares(boot_pstar: np.ndarray) -> tuple[float, float]:
+    """The shares of P* replicates censored above (never reached) and below (reached at the
+    smallest size)."""
+    return float(np.mean(boot_pstar == np.inf)), float(np.mean(boot_pstar == -np.inf))
+
+
+def split(above: float, below: float) -> bool:
+    """Replicates on both censored sides, each more than the interval's tail: the interval is
+    open at both ends because of where the curve's mean accuracy sits, not because of its step."""
+    return above > TAIL and below > TAIL
+
+
+def projected_shares(g: pd.DataFrame, times: int = PROJECT_SEEDS, n_boot: int = N_BOOT) -> tuple[float, float]:
+    """`censored_shares` of a curve refitted with each seed's runs repeated `times` times under
+    new seed labels: where its replicates would fall with that many seeds like the ones it has."""
+    if "stop_reason" in g:
+        g = g[g.stop_reason != "diverged"]
+    seeds = g.seed.to_numpy(np.int64)
+    step = int(seeds.max()) + 1
+    t = fit_transition(
+        np.tile(g.params.to_numpy(float), times),
+        np.tile(g.accuracy.to_numpy(float), times),
+        np.concatenate([seeds + k * step for k in range(times)]),
+        n_boot=n_boot,
+    )
+    return censored_shares(t.boot_pstar)
 
 
 def trained_ops(mixture: str) -> list[str]:
