@@ -187,6 +187,7 @@ PILOT_SOURCES = (  # in the order docs/regimes.md reads them
     "regime-b64-8seeds",
     "regime-wd1",
     "regime-long",
+    "pilot-depth2",
     "pilot-c1-mod20",
     "pilot-strict-wd01",
     "pilot-strict-wd1",
@@ -208,8 +209,10 @@ def pilots_block(root: Path) -> str:
         base = json.loads((d / "experiment.json").read_text())["base"]
         t, task = base["train"], base["task"]
         protocol = base.get("data", {}).get("protocol", "paper")
+        depth = task.get("max_depth", 2)
+        nesting = "no nesting" if depth == 1 else f"nesting to {depth} levels"
         lines += [
-            f"**{name}** (`experiments/cpu/{name}.toml`): mod {task['modulus']}, {protocol} protocol, "
+            f"**{name}** (`experiments/cpu/{name}.toml`): mod {task['modulus']}, {nesting}, {protocol} protocol, "
             f"batch {t['batch_size']}, {t['steps']:,} steps, peak learning rate {t['lr']:g}, weight decay "
             f"{t['weight_decay']:g}; validation accuracy / training accuracy (seeds at validation >= 0.8):",
             "",
