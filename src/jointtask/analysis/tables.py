@@ -192,20 +192,28 @@ def split(above: float, below: float) -> bool:
     return above > TAIL and below > TAIL
 
 
+_PROJECTED: dict[tuple, tuple[float, float]] = {}  # the same runs, shared by sources, are refitted once
+
+
 def projected_shares(g: pd.DataFrame, times: int = PROJECT_SEEDS, n_boot: int = N_BOOT) -> tuple[float, float]:
     """`censored_shares` of a curve refitted with each seed's runs repeated `times` times under
     new seed labels: where its replicates would fall with that many seeds like the ones it has."""
     if "stop_reason" in g:
         g = g[g.stop_reason != "diverged"]
-    seeds = g.seed.to_numpy(np.int64)
-    step = int(seeds.max()) + 1
-    t = fit_transition(
-        np.tile(g.params.to_numpy(float), times),
-        np.tile(g.accuracy.to_numpy(float), times),
-        np.concatenate([seeds + k * step for k in range(times)]),
-        n_boot=n_boot,
-    )
-    return censored_shares(t.boot_pstar)
+    params, acc, seeds = g.params.to_numpy(float), g.accuracy.to_numpy(float), g.seed.to_numpy(np.int64)
+    order = np.lexsort((acc, params, seeds))
+    params, acc, seeds = params[order], acc[order], seeds[order]
+    key = (times, n_boot, params.tobytes(), acc.tobytes(), seeds.tobytes())
+    if key not in _PROJECTED:
+        step = int(seeds.max()) + 1
+        t = fit_transition(
+            np.tile(params, times),
+            np.tile(acc, times),
+            np.concatenate([seeds + k * step for k in range(times)]),
+            n_boot=n_boot,
+        )
+        _PROJECTED[key] = censored_shares(t.boot_pstar)
+    return _PROJECTED[key]
 
 
 def trained_ops(mixture: str) -> list[str]:
