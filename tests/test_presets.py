@@ -36,14 +36,15 @@ def test_every_claim_of_a_preset_has_its_curves_with_a_deciding_design(preset):
 
 def test_the_cpu_experiments_share_one_add_curve():
     """ADD alone is planned by every experiment of `reproduce cpu` with the same run ids (all of its
-    widths, or the lower ones), so it is trained once and read by each claim; the grid is about
-    1.2x apart."""
+    runs, or a part: the lower widths, or fewer seeds where C2's and C3's curve has more), so it is
+    trained once and read by each claim; the grid is about 1.2x apart."""
     exps, suite = load_preset("cpu")
     assert suite and len(exps) >= 4
     exps = [e for e in exps if e.base["data"]["protocol"] == "paper"]  # the strict row has its own curve
     ids = [{r.run_id for r in plan(e) if r.mixture == "ADD"} for e in exps]
-    assert all(len(i) >= 6 * MIN_SEEDS and i <= ids[0] for i in ids)  # each a part of the one curve
-    assert sum(i == ids[0] for i in ids) >= 4
+    full = max(ids, key=len)  # C2's and C3's curve: more seeds at some widths
+    assert all(len(i) >= 6 * MIN_SEEDS and i <= full for i in ids)  # each a part of the one curve
+    assert sum(i == full for i in ids) >= 2
     widths = sorted({r.width for r in plan(exps[0]) if r.mixture == "ADD"})
     assert max(b / a for a, b in zip(widths, widths[1:])) <= 1.25
 

@@ -287,6 +287,32 @@ def test_seeds_per_mixture_plan_each_curve_its_own_seeds_and_share_the_rest():
         runs({"ADD": [1, 1], "ADD+MAX": 2})
 
 
+def test_more_seeds_at_some_widths_add_runs_there_and_keep_the_rest():
+    from jointtask.sweep.experiment import experiment_from_dict
+
+    def runs(more, seeds=2):
+        sweep = {"mixtures": ["ADD", "ADD+MAX"], "widths": [8, 12, 16], "seeds": seeds, "more_seeds": more}
+        exp = experiment_from_dict(
+            {"name": "s", "base": {"task": {"modulus": 5, "max_depth": 1}, "train": {"steps": 10}}, "sweep": sweep}
+        )
+        return exp, plan(exp)
+
+    _, plain = runs({})
+    exp, more = runs({"add": {"widths": [8, 16], "seeds": 5}})
+    seeds = {w: sorted(r.seed for r in more if r.mixture == "ADD" and r.width == w) for w in (8, 12, 16)}
+    assert seeds == {8: [0, 1, 2, 3, 4], 12: [0, 1], 16: [0, 1, 2, 3, 4]}
+    assert sorted(r.seed for r in more if r.mixture == "ADD+MAX") == [0, 0, 0, 1, 1, 1]
+    assert {r.run_id for r in plain} <= {r.run_id for r in more} and len(more) == len(plain) + 6
+    assert "more_seeds" in exp.model_dump(mode="json")["sweep"]
+    assert "more_seeds" not in runs({})[0].model_dump(mode="json")["sweep"]  # unused: experiment.json as before
+    with pytest.raises(UserError, match=r"more_seeds.ADD.widths \[10\] are not all among its widths"):
+        runs({"ADD": {"widths": [10], "seeds": 5}})
+    with pytest.raises(UserError, match="must hold the mixture's seeds"):
+        runs({"ADD": {"widths": [8], "seeds": [2, 3]}})
+    with pytest.raises(UserError, match="names 'MAX', not one of the mixtures"):
+        runs({"MAX": {"widths": [8], "seeds": 5}})
+
+
 def test_bad_experiment_fails_cleanly(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[sweep]\nmixtures = ["ADD+FOO"]\nwidths = [8]\n')

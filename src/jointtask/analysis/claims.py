@@ -132,15 +132,18 @@ PROTOCOL_TEXT = {
 
 
 def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, bool]:
-    """'seeds x widths 8x5 / 8x5; ...' for the (mixture, target op) curves, and whether that
-    design may give a verdict."""
+    """'seeds x widths 8x5 / 8x5; ...' for the (mixture, target op) curves ('16-48x12': from 16
+    to 48 seeds a width), and whether that design may give a verdict (its fewest seeds a width
+    count)."""
     protocol = protocol_of(df)
     parts, ok, ws = [], protocol != "old split", set()
     for m, op in curves:
         g = df[(df.mixture == m) & (df.target_op == op)]
-        seeds, widths = g.seed.nunique(), g.width.nunique()
-        ok = ok and seeds >= MIN_SEEDS and widths >= MIN_WIDTHS
-        parts.append(f"{seeds}x{widths}")
+        per_width = g.groupby("width").seed.nunique()  # more seeds at some widths: 'a-b'
+        fewest, most = (int(per_width.min()), int(per_width.max())) if len(per_width) else (0, 0)
+        widths = g.width.nunique()
+        ok = ok and fewest >= MIN_SEEDS and widths >= MIN_WIDTHS
+        parts.append(f"{fewest}x{widths}" if fewest == most else f"{fewest}-{most}x{widths}")
         ws |= set(g.width)
     span = f"widths {min(ws)}-{max(ws)}, " if ws else ""
     return f"{span}seeds x widths {' / '.join(parts)}; {PROTOCOL_TEXT[protocol]}", ok
@@ -217,7 +220,7 @@ def power_note(df: pd.DataFrame, curves: list[tuple[str, str]], rows: list[dict]
     seeds, steps = [], []
     for m, op in curves:
         g = df[(df.mixture == m) & (df.target_op == op)]
-        seeds.append(g.seed.nunique())
+        seeds.append(int(g.groupby("width").seed.nunique().min()))  # the fewest a width
         ws = sorted(set(g.width))
         steps += [b / a for a, b in zip(ws, ws[1:])]
     family = "dense" if steps and float(np.median(steps)) <= 1.3 else "wide"

@@ -8,6 +8,7 @@ targets = ["MAX"]                 # ops whose test accuracy is tabulated (defaul
 widths = [8, 16]                  # or {min = 8, max = 256, num = 6} for a log range, or a grid per
                                   # mixture: widths = { "MAX" = [4, 8], "MAX+MIN" = [8, 16] }
 seeds = [0, 1]                    # or an integer n for 0..n-1, or per mixture: seeds = { "MAX" = 16, "MAX+MIN" = 8 }
+more_seeds = { "MAX" = { widths = [8], seeds = 4 } }  # optional: more seeds at some widths of a curve
 budget = "steps"                  # "steps": every run trains base.train.steps; "exposure": a mixture
                                   # of k ops trains k x steps, so it sees each op about as often as alone
 [base]                            # a run config (see configs/); task.ops, model.width and seed are set per run
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ValidationError, field_validator, model_serializer, model_validator
 
 from ..errors import UserError
 from ..schema import Strict, validation_message
@@ -80,6 +81,17 @@ class LogRange(Strict):
     num: int
 
 
+class MoreSeeds(Strict):
+    """More seeds at some widths of one curve: `seeds` (n for 0..n-1, or a list) replace the
+    mixture's seeds at `widths`, and hold all of them, so that the curve's other runs stay."""
+
+    widths: list[int]
+    seeds: Union[list[int], int]
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else sorted(self.seeds)
+
+
 class TransferSpec(Strict):
     """Pretrain on `pretrain` for `pretrain_steps`, then train on the sweep's mixtures. Planned
     beside each transferred run ('A>B'): B from scratch for the same steps ('B') and for the
@@ -97,6 +109,9 @@ class SweepSpec(Strict):
     widths: Union[list[int], LogRange, dict[str, Union[list[int], LogRange]]]
     # one set for every mixture, or a set per mixture (a noisy curve may need more seeds)
     seeds: Union[list[int], int, dict[str, Union[list[int], int]]] = 1
+    # more seeds at some widths of a curve (a table keyed by mixtures): where its mean accuracy is
+    # to be told from the learned level, without paying for them at every width
+    more_seeds: dict[str, MoreSeeds] = {}
     # "steps": equal compute for every mixture (a k-op mixture sees its target in ~1/k of its
     # examples); "exposure": k x the steps, so the target is seen about as often as alone
     budget: Literal["steps", "exposure"] = "steps"
@@ -120,7 +135,7 @@ class SweepSpec(Strict):
     def _widths(cls, v):
         return {"+".join(split_ops(k)): g for k, g in v.items()} if isinstance(v, dict) else v
 
-    @field_validator("seeds")
+    @field_validator("seeds", "more_seeds")
     @classmethod
     def _seeds(cls, v):
         return {"+".join(split_ops(k)): g for k, g in v.items()} if isinstance(v, dict) else v
@@ -159,7 +174,28 @@ class SweepSpec(Strict):
         for grid in self.widths.values() if isinstance(self.widths, dict) else [self.widths]:
             if isinstance(grid, list):
                 _no_duplicates("sweep.widths", grid)
+        for m, more in self.more_seeds.items():
+            if m not in self.mixtures:
+                raise ValueError(f"sweep.more_seeds names {m!r}, not one of the mixtures {self.mixtures}")
+            _no_duplicates(f"sweep.more_seeds.{m}.widths", more.widths)
+            if isinstance(more.seeds, list):
+                _no_duplicates(f"sweep.more_seeds.{m}.seeds", more.seeds)
+            if not set(more.widths) <= set(self.width_list(m)):
+                raise ValueError(
+                    f"sweep.more_seeds.{m}.widths {more.widths} are not all among its widths {self.width_list(m)}"
+                )
+            if not set(self.seed_list(m)) <= set(more.seed_list()):
+                raise ValueError(
+                    f"sweep.more_seeds.{m}.seeds must hold the mixture's seeds {self.seed_list(m)}, got {more.seed_list()}"
+                )
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        if not self.more_seeds:  # absent when unused: experiments written without it read the same
+            out.pop("more_seeds", None)
+        return out
 
     def width_list(self, mixture: str | None = None) -> list[int]:
         """The widths of one mixture, or (None) of all of them together."""
@@ -174,11 +210,16 @@ class SweepSpec(Strict):
         return sorted(out)
 
     def seed_list(self, mixture: str | None = None) -> list[int]:
-        """The seeds of one mixture, or (None) of all of them together."""
+        """The seeds of one mixture at every width, or (None) of all of them together."""
         out: set[int] = set()
         for g in _given(self.seeds, mixture):
             out |= set(range(g)) if isinstance(g, int) else set(g)
         return sorted(out)
+
+    def seeds_at(self, mixture: str, width: int) -> list[int]:
+        """The seeds of one mixture at one width (more of them where `more_seeds` says so)."""
+        more = self.more_seeds.get(mixture)
+        return more.seed_list() if more and width in more.widths else self.seed_list(mixture)
 
 
 def _given(value, mixture: str | None) -> list:
@@ -286,7 +327,7 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
         ops = tuple(split_ops(mixture))
         targets = s.targets or list(ops)
         for width in widths or s.width_list(mixture):
-            for seed in s.seed_list(mixture):
+            for seed in s.seeds_at(mixture, width):
                 base_steps = _run_config(exp, list(ops), width, seed, targets).train.steps
                 steps = len(ops) * base_steps if s.budget == "exposure" else None
                 runs.append(planned_run(exp, Label(ops), width, seed, targets, steps))
