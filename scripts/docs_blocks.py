@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from jointtask.analysis.claims import claims_table, fmt_num
-from jointtask.analysis.residues import residue_summary
+from jointtask.analysis.residues import embedding_summary, residue_summary
 from jointtask.analysis.tables import trained_ops
 from jointtask.fileio import atomic_write_text
 
@@ -253,6 +253,21 @@ def residues_block(root: Path) -> str:
             *("| " + " | ".join(str(v) for v in row) + " |" for row in summary.itertuples(index=False)),
             "",
         ]
+        frequencies = embedding_summary(table)
+        if len(frequencies):
+            lines += [
+                f"The number embeddings of the {int(frequencies.runs.sum())} of them whose embeddings were "
+                "read, by what the runs know: the mean share of their power at the frequencies that tell a "
+                "value modulo each prime power of the modulus",
+                "",
+                "| " + " | ".join(frequencies.columns) + " |",
+                "|" + "---|" * len(frequencies.columns),
+                *(
+                    "| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |"
+                    for row in frequencies.itertuples(index=False)
+                ),
+                "",
+            ]
     return "\n".join(lines) if lines else "(no residues table committed)"
 
 

@@ -319,24 +319,40 @@ def analyze(
 @app.command()
 def residues(
     sweep_dir: Path = typer.Argument(..., help="a sweep directory whose runs keep their checkpoints"),
-    out: Optional[Path] = typer.Option(None, help="CSV to write (default: SWEEP_DIR/residues.csv)"),
+    out: Optional[Path] = typer.Option(
+        None,
+        help="CSV to write (default: SWEEP_DIR/residues.csv); where it exists, the runs whose checkpoints "
+        "are gone keep their rows from it",
+    ),
     op: List[str] = typer.Option([], help="target operations to read (default: every run's targets)"),
     split: str = typer.Option("test", help="prompts to read: test, or validation (to choose a regime)"),
 ):
     """Which residues of the answer each finished run gets right: its test accuracy modulo each
     divisor of the modulus and the largest divisor it knows (a partial solution: the sum modulo
-    10 but not modulo 20). Prints, per curve and width, the runs by the modulus they know; the
-    report of the directory (`jointtask analyze`) shows the same table."""
-    from .analysis.residues import residue_summary, residues_table
+    10 but not modulo 20), and where its number embeddings put their power (the frequencies of
+    Z_n). Prints, per curve and width, the runs by the modulus they know, and per curve and what
+    its runs know, their embeddings' power at the frequencies that tell each factor of n; the
+    report of the directory (`jointtask analyze`) shows the same tables."""
+    import pandas as pd
+
+    from .analysis.residues import embedding_summary, residue_summary, residues_table
     from .fileio import atomic_write_text
 
     if not (sweep_dir / "plan.json").is_file():
         raise UserError(f"{str(sweep_dir)!r} is not a sweep directory (no plan.json)")
     target = out or sweep_dir / "residues.csv"
     _writable(target)
-    df = residues_table(sweep_dir, list(op) or None, split)
+    previous = None
+    if target.is_file():  # runs whose checkpoints are gone keep their rows
+        try:
+            previous = pd.read_csv(target)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise UserError(f"{str(target)!r} is not a residues table: {str(e).splitlines()[0]}") from None
+    df = residues_table(sweep_dir, list(op) or None, split, previous)
     atomic_write_text(target, df.to_csv(index=False))
     typer.echo(residue_summary(df).to_string(index=False))
+    typer.echo("")
+    typer.echo(embedding_summary(df).to_string(index=False))
     typer.echo(str(target), err=True)
 
 

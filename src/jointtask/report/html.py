@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import __version__
 from ..analysis.claims import fmt_interval
-from ..analysis.residues import residue_summary
+from ..analysis.residues import embedding_summary, residue_summary
 from ..analysis.tables import BUDGET_LIMITED_SHARE
 from ..analysis.sweep_analysis import Analysis, analyze_sweep
 from ..analysis.transition import FRAC, LEARNED_FLOOR, N_BOOT, SUCCESS
@@ -209,6 +209,15 @@ def render(a: Analysis, out: Path, rep: Path) -> str:
             f"{table.run_id.nunique()} of the {df.run_id.nunique()} finished runs.</p>"
         )
         parts.append(_table(residue_summary(table)))
+        frequencies = embedding_summary(table)
+        if len(frequencies):
+            parts.append(
+                "<p class=note>Where the runs' number embeddings put their power, by what the runs know: "
+                "the mean share at the frequencies of Z_n that tell a value modulo each prime power of n "
+                f"(docs/definitions.md, Residues), over the {int(frequencies.runs.sum())} runs whose "
+                "embeddings were read.</p>"
+            )
+            parts.append(_table(frequencies))
 
     if a.embeddings:
         parts.append("<h2>Embedding structure</h2>")
