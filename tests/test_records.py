@@ -78,6 +78,25 @@ def test_a_sweep_over_records_trains_nothing_and_the_report_is_rebuilt(smoke, tm
     assert (tmp_path / "rebuilt" / "embeddings.csv").read_text() == (smoke / "report" / "embeddings.csv").read_text()
 
 
+def test_records_follow_an_experiment_that_grew_and_refuse_one_that_shrank(smoke, tmp_path):
+    rec = tmp_path / "records"
+    assert run_cli("export", smoke, "--out", rec, "--no-checkpoints").returncode == 0
+    grown = tmp_path / "grown"  # a third width: the smoke sweep's runs reused, four more trained
+    r = run_cli("sweep", SMOKE, "--out", grown, "--reuse", rec, "--set", "sweep.widths=[8, 16, 24]")
+    assert r.returncode == 0 and "4 trained, 8 already done" in r.stderr, r.stderr
+    r = run_cli("export", grown, "--out", rec, "--no-checkpoints")
+    assert r.returncode == 2 and "another experiment" in r.stderr and "--replan" in r.stderr
+    assert len(json.loads((rec / "plan.json").read_text())) == 8  # nothing written
+    r = run_cli("export", grown, "--out", rec, "--no-checkpoints", "--replan")
+    assert r.returncode == 0 and "4 runs copied, 8 already there" in r.stderr, r.stderr
+    assert (rec / "experiment.json").read_bytes() == (grown / "experiment.json").read_bytes()
+    assert collect(rec).equals(collect(grown))
+    # the smaller experiment again: its plan lacks the four new runs, which are not dropped
+    r = run_cli("export", smoke, "--out", rec, "--no-checkpoints", "--replan")
+    assert r.returncode == 2 and "lacks 4 of its runs" in r.stderr and "Traceback" not in r.stderr
+    assert len(json.loads((rec / "plan.json").read_text())) == 12
+
+
 def test_untrusted_records_are_retrained(smoke, tmp_path):
     """Another run's result.json, an accuracy out of range, a damaged checkpoint under a damaged
     result: the next sweep says so and retrains the run, and the table comes out the same."""

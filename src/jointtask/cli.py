@@ -362,6 +362,9 @@ def export(
     out: Path = typer.Option(..., help="records directory (created; e.g. docs/results/<source>)"),
     width: Optional[int] = typer.Option(None, help="width of the runs whose checkpoints the report reads"),
     checkpoints: bool = typer.Option(True, help="copy the checkpoints the report reads (off: records only)"),
+    replan: bool = typer.Option(
+        False, help="OUT holds the records of an experiment that grew since: take the sweep's plan there"
+    ),
 ):
     """Copy the records of a sweep's finished runs (config.toml, result.json, metrics.jsonl, and the
     checkpoints the report reads) into OUT, from which the sweep resumes and the report is rebuilt.
@@ -372,7 +375,7 @@ def export(
 
     df = collect(sweep_dir)
     keep = {r["run_id"] for r in representative_runs(sweep_dir, df, width).values()} if checkpoints else set()
-    c = export_records(sweep_dir, out, keep)
+    c = export_records(sweep_dir, out, keep, replan)
     typer.echo(
         f"{c['copied']} runs copied, {c['present']} already there, {c['unfinished']} not finished (not copied)",
         err=True,

@@ -20,10 +20,13 @@ from .plan_io import load_plan
 from .runner import SWEEP_LOG
 
 
-def export_records(out: str | Path, dest: str | Path, checkpoints: Collection[str] = ()) -> dict:
+def export_records(out: str | Path, dest: str | Path, checkpoints: Collection[str] = (), replan: bool = False) -> dict:
     """Copy the records of every finished run of the sweep in `out` into `dest` (and the
     checkpoints of the runs in `checkpoints`). Runs already in `dest` are left as they are; a run
-    that is not finished is never copied. Returns counts: {'copied': n, 'present': n, 'unfinished': n}."""
+    that is not finished is never copied. `dest` holding another experiment is refused, unless
+    `replan` and the sweep's plan keeps every run of the records' plan (an experiment that grew:
+    more seeds, more widths); then the records take the sweep's experiment and plan.
+    Returns counts: {'copied': n, 'present': n, 'unfinished': n}."""
     out, dest = Path(out), Path(dest)
     plan = load_plan(out)  # refuses a directory that holds no sweep
     if dest.resolve() == out.resolve():
@@ -33,7 +36,17 @@ def export_records(out: str | Path, dest: str | Path, checkpoints: Collection[st
     if (dest / "experiment.json").exists() and (dest / "experiment.json").read_bytes() != (
         out / "experiment.json"
     ).read_bytes():
-        raise UserError(f"{str(dest)!r} holds the records of another experiment")
+        if not replan:
+            raise UserError(
+                f"{str(dest)!r} holds the records of another experiment (--replan: the sweep's "
+                "experiment grew from theirs)"
+            )
+        dropped = {p["run_id"] for p in load_plan(dest)} - {p["run_id"] for p in plan}
+        if dropped:
+            raise UserError(
+                f"{str(dest)!r} holds the records of another experiment: the sweep's plan lacks "
+                f"{len(dropped)} of its runs"
+            )
     dest.mkdir(parents=True, exist_ok=True)
     counts = {"copied": 0, "present": 0, "unfinished": 0}
     for p in plan:
