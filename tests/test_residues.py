@@ -98,7 +98,7 @@ def test_residues_of_trained_runs_agree_with_their_records(tmp_path):
     assert table.embedding_frequency.between(1, 3).all()
     assert table.embedding_mod_2.between(0, 1).all() and table.embedding_mod_3.between(0, 1).all()
     frequencies = embedding_summary(table)
-    assert frequencies.runs.sum() == 4 and set(frequencies.knows) <= {"mod 6", "partial", "nothing"}
+    assert frequencies.runs.sum() == 4 and set(frequencies.knows) <= {"mod 6", "mod 3 only", "mod 2 only", "nothing"}
     assert {"power telling mod 2", "power telling mod 3"} <= set(frequencies.columns)
     summary = residue_summary(table)
     assert list(summary.curve) == ["ADD", "ADD+MAX (ADD)"] and (summary.runs == 2).all()

@@ -176,18 +176,20 @@ def residue_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def embedding_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """A residues table by curve and what its runs know ('mod n', 'partial': only modulo a proper
-    divisor, 'nothing'): the runs, and the mean share of their embeddings' power at the frequencies
-    that tell a value modulo each prime power q of n, over the runs whose embeddings were read.
-    Empty for a table without them."""
+    """A residues table by curve and what its runs know ('mod n'; 'mod d only', a partial solution;
+    'nothing'), as in `residue_summary`: the runs, and the mean share of their embeddings' power
+    at the frequencies that tell a value modulo each prime power q of n, over the runs whose
+    embeddings were read. Empty for a table without them."""
     factors = [c for c in table.columns if c.startswith("embedding_mod_")]
     table = table.dropna(subset=factors)  # rows kept from a table read before the embeddings were
     if not factors or not len(table):
         return pd.DataFrame()
     n = max(int(c.split("_")[1]) for c in table.columns if c.startswith("mod_"))
     curves = [m if m == op else f"{m} ({op})" for m, op in zip(table.mixture, table.target_op)]
-    outcome = ["nothing" if pd.isna(k) else f"mod {n}" if int(k) == n else "partial" for k in table.known_modulus]
-    order = {f"mod {n}": 0, "partial": 1, "nothing": 2}
+    outcome = [
+        "nothing" if pd.isna(k) else f"mod {n}" if int(k) == n else f"mod {int(k)} only" for k in table.known_modulus
+    ]
+    order = {f"mod {n}": 0, **{f"mod {d} only": n - d for d in moduli_of(n)[:-1]}, "nothing": n}
     g = (
         table.assign(curve=curves, knows=outcome)
         .groupby(["curve", "knows"])
