@@ -91,6 +91,11 @@ def test_records_follow_an_experiment_that_grew_and_refuse_one_that_shrank(smoke
     assert r.returncode == 0 and "4 runs copied, 8 already there" in r.stderr, r.stderr
     assert (rec / "experiment.json").read_bytes() == (grown / "experiment.json").read_bytes()
     assert collect(rec).equals(collect(grown))
+    # the records' sweep log keeps the smoke sweep's entry and adds the grown one's, once
+    logs = [(d / "sweep_log.jsonl").read_text().splitlines() for d in (smoke, grown, rec)]
+    assert logs[2] == logs[0] + logs[1] and [json.loads(x)["trained"] for x in logs[1]] == [4]
+    assert run_cli("export", grown, "--out", rec, "--no-checkpoints", "--replan").returncode == 0
+    assert (rec / "sweep_log.jsonl").read_text().splitlines() == logs[2]
     # the smaller experiment again: its plan lacks the four new runs, which are not dropped
     r = run_cli("export", smoke, "--out", rec, "--no-checkpoints", "--replan")
     assert r.returncode == 2 and "lacks 4 of its runs" in r.stderr and "Traceback" not in r.stderr

@@ -14,6 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import UserError
+from ..fileio import atomic_write_text
 from ..train import run_dir
 from ..train.run_dir import CHECKPOINT, RECORD_FILES
 from .plan_io import load_plan
@@ -61,8 +62,19 @@ def export_records(out: str | Path, dest: str | Path, checkpoints: Collection[st
             continue
         run_dir.copy_record(src, dst, checkpoint=keep)
         counts["copied"] += 1
-    for name in ("experiment.json", SWEEP_LOG, "plan.json"):  # the plan last: it names what is there
+    if (out / SWEEP_LOG).exists():  # the records' log keeps the sweeps before this one's
+        atomic_write_text(dest / SWEEP_LOG, _merged_log(dest / SWEEP_LOG, out / SWEEP_LOG))
+    for name in ("experiment.json", "plan.json"):  # the plan last: it names what is there
         if (out / name).exists():
             shutil.copyfile(out / name, dest / f".{name}.tmp")
             (dest / f".{name}.tmp").replace(dest / name)
     return counts
+
+
+def _merged_log(kept: Path, new: Path) -> str:
+    """The lines of the records' sweep log, then those of the sweep's log that it lacks: a sweep
+    resumed from records on another machine starts a log of its own, which adds to theirs."""
+    old = kept.read_text().splitlines() if kept.exists() else []
+    seen = set(old)
+    lines = old + [line for line in new.read_text().splitlines() if line.strip() and line not in seen]
+    return "".join(line + "\n" for line in lines)
