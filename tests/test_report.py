@@ -170,7 +170,7 @@ def test_reproduce_writes_claim_verdicts(tmp_path):
 
 
 TINY_SUITE = [
-    "--set", "sweep.widths=[4]", "--set", "sweep.seeds=[0]", "--set", "sweep.more_seeds={}",
+    "--set", "sweep.widths=[4]", "--set", "sweep.seeds=[0]",
     "--set", "base.train.steps=40",
     "--set", "base.train.eval_every=20", "--set", "base.train.checkpoint_every=20",
     "--set", "base.data.per_n=40", "--set", "base.data.eval_count=60", "--set", "base.data.eval_train_count=20",
