@@ -7,7 +7,12 @@ import shutil
 import pandas as pd
 import pytest
 
+from jointtask.errors import UserError
+from jointtask.sweep.executors import LocalExecutor
+from jointtask.sweep.experiment import load_experiment
+from jointtask.sweep.records import export_records
 from jointtask.sweep.results import collect
+from jointtask.sweep.runner import run_sweep
 from jointtask.train.run_dir import IMPROVING_DELTA, still_improving
 
 from .conftest import ROOT, run_cli
@@ -80,25 +85,24 @@ def test_a_sweep_over_records_trains_nothing_and_the_report_is_rebuilt(smoke, tm
 
 def test_records_follow_an_experiment_that_grew_and_refuse_one_that_shrank(smoke, tmp_path):
     rec = tmp_path / "records"
-    assert run_cli("export", smoke, "--out", rec, "--no-checkpoints").returncode == 0
+    export_records(smoke, rec)
     grown = tmp_path / "grown"  # a third width: the smoke sweep's runs reused, four more trained
-    r = run_cli("sweep", SMOKE, "--out", grown, "--reuse", rec, "--set", "sweep.widths=[8, 16, 24]")
-    assert r.returncode == 0 and "4 trained, 8 already done" in r.stderr, r.stderr
+    s = run_sweep(load_experiment(SMOKE, ["sweep.widths=[4, 8, 16]"]), grown, LocalExecutor(2), reuse=[rec])
+    assert (s["done"], s["skipped"], s["failed"]) == (4, 8, 0)
     r = run_cli("export", grown, "--out", rec, "--no-checkpoints")
     assert r.returncode == 2 and "another experiment" in r.stderr and "--replan" in r.stderr
     assert len(json.loads((rec / "plan.json").read_text())) == 8  # nothing written
-    r = run_cli("export", grown, "--out", rec, "--no-checkpoints", "--replan")
-    assert r.returncode == 0 and "4 runs copied, 8 already there" in r.stderr, r.stderr
+    assert export_records(grown, rec, replan=True) == {"copied": 4, "present": 8, "unfinished": 0}
     assert (rec / "experiment.json").read_bytes() == (grown / "experiment.json").read_bytes()
     assert collect(rec).equals(collect(grown))
     # the records' sweep log keeps the smoke sweep's entry and adds the grown one's, once
     logs = [(d / "sweep_log.jsonl").read_text().splitlines() for d in (smoke, grown, rec)]
     assert logs[2] == logs[0] + logs[1] and [json.loads(x)["trained"] for x in logs[1]] == [4]
-    assert run_cli("export", grown, "--out", rec, "--no-checkpoints", "--replan").returncode == 0
+    export_records(grown, rec, replan=True)
     assert (rec / "sweep_log.jsonl").read_text().splitlines() == logs[2]
     # the smaller experiment again: its plan lacks the four new runs, which are not dropped
-    r = run_cli("export", smoke, "--out", rec, "--no-checkpoints", "--replan")
-    assert r.returncode == 2 and "lacks 4 of its runs" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(UserError, match="lacks 4 of its runs"):
+        export_records(smoke, rec, replan=True)
     assert len(json.loads((rec / "plan.json").read_text())) == 12
 
 
