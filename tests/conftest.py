@@ -1,6 +1,10 @@
+import contextlib
+import io
 import os
+import signal
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -19,15 +23,39 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
-def run_cli(*args, cwd=None, timeout=600, env=None):
-    """Run the real command line in a subprocess."""
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "jointtask.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd or ROOT,
-        timeout=timeout,
-        env=e,
-    )
+def run_cli(*args, timeout=600, process=False, env=None):
+    """Run the real command line, `jointtask.cli.main`, on these arguments: in this process (its
+    exit status, stdout and stderr as a subprocess would give them), or with `process=True` in a
+    fresh interpreter (always with `env`), for what only a process shows: signals, imports, a
+    different environment, the interpreter's own exit."""
+    argv = [str(a) for a in args]
+    if process or env is not None:
+        return subprocess.run(
+            [sys.executable, "-m", "jointtask.cli", *argv],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=timeout,
+            env=env,
+        )
+    from jointtask.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    cwd, sigterm = os.getcwd(), signal.getsignal(signal.SIGTERM)
+    os.chdir(ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(argv)
+                rc = 0
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if e.code is not None and not isinstance(e.code, int):
+                    print(e.code, file=sys.stderr)
+            except BaseException:  # what the interpreter would print on its way out
+                traceback.print_exc()
+                rc = 1
+    finally:
+        os.chdir(cwd)
+        signal.signal(signal.SIGTERM, sigterm)
+    return subprocess.CompletedProcess(["jointtask", *argv], rc, out.getvalue(), err.getvalue())

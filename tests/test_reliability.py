@@ -366,7 +366,10 @@ def test_a_points_table_with_repeated_rows_or_seedless_points_is_refused(tmp_pat
 
 
 def test_late_checks_come_first(tmp_path):
-    one_line_error(run_cli("reproduce", "quick", "--out", tmp_path / "q", "--workers", "0"), "--workers must be >= 1")
+    # in a fresh interpreter once: the process's own exit status and stderr, as a user sees them
+    one_line_error(
+        run_cli("reproduce", "quick", "--out", tmp_path / "q", "--workers", "0", process=True), "--workers must be >= 1"
+    )
     one_line_error(run_cli("reproduce", "quick", "--out", tmp_path / "q", "--workers", "-1"), "--workers must be >= 1")
     assert not (tmp_path / "q").exists()
     (tmp_path / "afile").write_text("")
