@@ -442,3 +442,44 @@ def test_a_curve_hovering_at_the_learned_level_is_flagged_and_more_seeds_project
     _, fits = transitions(near, n_boot=300)
     note = split_note(near, fits, [("ADD", "ADD")])
     assert "never reach P*" in note and "4x its seeds (its runs repeated) would place it" in note
+
+
+def _levelling_off(learned: list[int], seeds: int = 24):
+    """Planted: at each of len(learned) sizes exactly that many of ADD's seeds learn (0.97, the
+    others 0.3), which seeds drawn at random per size: a mean accuracy rising slowly from 0.58 and
+    levelling off near the learned level; the mixture's seeds all learn from the fifth size on."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (p, k) in enumerate(zip(np.geomspace(1e3, 3e4, len(learned)), learned)):
+        ok = set(rng.permutation(seeds)[:k].tolist())
+        for s in range(seeds):
+            common = {"target_op": "ADD", "params": p, "width": i, "seed": s}
+            rows.append({**common, "mixture": "ADD", "accuracy": 0.97 if s in ok else 0.3})
+            rows.append({**common, "mixture": "ADD+MAX", "accuracy": 0.97 if i >= 4 else 0.1})
+    return pd.DataFrame(rows)
+
+
+def test_a_curve_levelling_off_at_the_learned_level_is_flagged_on_either_side():
+    """Mean accuracy 0.58 rising to 0.80 at the largest size: the fit's asymptote sits at the
+    learned level, so its estimate is a size while half its replicates never get there; ending
+    at 0.77 instead, its estimate is censored above while a share of its replicates reach P*.
+    Either way the note says so and that more seeds like these would not settle it."""
+    from jointtask.analysis.claims import split_note
+    from jointtask.analysis.tables import transitions
+
+    curves = [("ADD", "ADD"), ("ADD+MAX", "ADD")]
+    df = _levelling_off([10, 11, 12, 13, 15, 16, 17, 18])
+    _, fits = transitions(df, n_boot=300)
+    assert fits[("ADD", "ADD")].pstar.censored == "none"
+    note = split_note(df, fits, curves)
+    assert note.startswith("; ADD alone: ") and "never reach P* in the range, though its estimate does" in note
+    assert "more seeds do not place it" in note and "ADD+MAX" not in note
+
+    df = _levelling_off([10, 11, 12, 13, 14, 15, 16, 17])
+    _, fits = transitions(df, n_boot=300)
+    assert fits[("ADD", "ADD")].pstar.censored == "above"
+    note = split_note(df, fits, curves)
+    assert note.startswith("; ADD alone: its estimate never reaches P* in the range, though ")
+    assert "of its bootstrap replicates do" in note and "more seeds do not place it" in note

@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..schema import Strict
 from .tables import (
     PROJECT_SEEDS,
+    TAIL,
     budget_limited,
     censored_shares,
     check_results,
@@ -177,27 +178,46 @@ def split_note(df: pd.DataFrame, fits: dict, curves: list[tuple[str, str]]) -> s
     """'; ADD alone: 83% of bootstrap replicates never reach P*, 7% reach it at the smallest
     size' for a compared curve whose replicates fall on both censored sides, each more than the
     interval's tail (2.5%): a curve about as far from 'learned' at every size (a mean accuracy near
-    the learned level, not a step). Whether more seeds would place it on one side is projected by
-    refitting the curve with each seed's runs repeated (tables.PROJECT_SEEDS times the seeds)."""
+    the learned level, not a step). '; ADD alone: 78% of bootstrap replicates never reach P* in the
+    range, though its estimate does' for one whose estimate is a size while more than the tail of
+    its replicates never get there, and '; ADD alone: its estimate never reaches P* in the range,
+    though 30% of its bootstrap replicates do' the other way round (a mean accuracy that levels off
+    near the learned level, or a step at the end of the range): they open the ratio's interval at
+    one end. Whether more seeds would place the curve is projected by refitting it with each seed's
+    runs repeated (tables.PROJECT_SEEDS times the seeds)."""
     out = ""
     for m, op in curves:
         if (m, op) not in fits:
             continue
-        above, below = censored_shares(fits[(m, op)].boot_pstar)
-        if split(above, below):
-            name = f"{op} alone" if m == op else f"{op} in {m}"
-            more_above, more_below = projected_shares(df[(df.mixture == m) & (df.target_op == op)])
-            if split(more_above, more_below):
-                then = (
-                    f"with {PROJECT_SEEDS}x its seeds (its runs repeated) still {more_above:.0%} and "
-                    f"{more_below:.0%}: more seeds do not place it"
-                )
+        t = fits[(m, op)]
+        above, below = censored_shares(t.boot_pstar)
+        both = split(above, below)
+        reached = 1 - above - below  # replicates that place P* inside the range
+        # the estimate on one side of the learned level, more than the tail of its replicates on the other
+        never = not both and above > TAIL and t.pstar.censored == "none"
+        ever = not both and reached > TAIL and t.pstar.censored == "above"
+        if not (both or never or ever):
+            continue
+        name = f"{op} alone" if m == op else f"{op} in {m}"
+        more_above, more_below = projected_shares(df[(df.mixture == m) & (df.target_op == op)])
+        why = ""
+        if both:
+            still, said = split(more_above, more_below), f"still {more_above:.0%} and {more_below:.0%}"
+            out += f"; {name}: {above:.0%} of bootstrap replicates never reach P*, {below:.0%} reach it at the smallest size"
+            why = "mean accuracy near the learned level at every size; "
+        else:
+            if never:
+                still, said = more_above > TAIL, f"still {more_above:.0%}"
+                out += f"; {name}: {above:.0%} of bootstrap replicates never reach P* in the range, though its estimate does"
             else:
-                then = f"{PROJECT_SEEDS}x its seeds (its runs repeated) would place it"
-            out += (
-                f"; {name}: {above:.0%} of bootstrap replicates never reach P*, {below:.0%} reach it at the "
-                f"smallest size (mean accuracy near the learned level at every size; {then})"
-            )
+                still, said = 1 - more_above - more_below > TAIL, f"still {1 - more_above - more_below:.0%}"
+                out += f"; {name}: its estimate never reaches P* in the range, though {reached:.0%} of its bootstrap replicates do"
+        then = (
+            f"with {PROJECT_SEEDS}x its seeds (its runs repeated) {said}: more seeds do not place it"
+            if still
+            else f"{PROJECT_SEEDS}x its seeds (its runs repeated) would place it"
+        )
+        out += f" ({why}{then})"
     return out
 
 
