@@ -205,13 +205,14 @@ def split_note(df: pd.DataFrame, fits: dict, curves: list[tuple[str, str]]) -> s
             still, said = split(more_above, more_below), f"still {more_above:.0%} and {more_below:.0%}"
             out += f"; {name}: {above:.0%} of bootstrap replicates never reach P*, {below:.0%} reach it at the smallest size"
             why = "mean accuracy near the learned level at every size; "
+        elif never:
+            still, said = more_above > TAIL, f"still {more_above:.0%}"
+            out += (
+                f"; {name}: {above:.0%} of bootstrap replicates never reach P* in the range, though its estimate does"
+            )
         else:
-            if never:
-                still, said = more_above > TAIL, f"still {more_above:.0%}"
-                out += f"; {name}: {above:.0%} of bootstrap replicates never reach P* in the range, though its estimate does"
-            else:
-                still, said = 1 - more_above - more_below > TAIL, f"still {1 - more_above - more_below:.0%}"
-                out += f"; {name}: its estimate never reaches P* in the range, though {reached:.0%} of its bootstrap replicates do"
+            still, said = 1 - more_above - more_below > TAIL, f"still {1 - more_above - more_below:.0%}"
+            out += f"; {name}: its estimate never reaches P* in the range, though {reached:.0%} of its bootstrap replicates do"
         then = (
             f"with {PROJECT_SEEDS}x its seeds (its runs repeated) {said}: more seeds do not place it"
             if still
