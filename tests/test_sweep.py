@@ -413,3 +413,18 @@ def test_exposure_budget_scales_steps_and_plans_the_equal_steps_control():
         if len(ops) > 1:
             assert {f"{t}@{base * len(ops)}" for t in (exposure.sweep.targets or ops) if t in ops} <= mixtures
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_runs_train_in_rounds_of_seeds(tmp_path):
+    """With one worker runs finish in the order they are handed out: every curve (mixture, width)
+    its first seed before any its second, so a sweep stopped part-way holds whole curves."""
+    short = [f"--set=base.train.{k}" for k in ("steps=20", "eval_every=10", "checkpoint_every=10")]
+    r = run_cli("sweep", SMOKE, "--out", tmp_path / "s", "--workers", "1", *short)
+    assert r.returncode == 0, r.stderr
+    done = [line.split("done: ")[1].split(" (")[0] for line in r.stderr.splitlines() if "] done: " in line]
+    assert len(done) == 8
+    first, second = done[:4], done[4:]
+    assert all(d.endswith("seed 0") for d in first) and all(d.endswith("seed 1") for d in second)
+    curves = {d.rsplit(" seed", 1)[0] for d in first}
+    assert curves == {f"{m} width {w}" for m in ("MAX", "MAX+MIN") for w in (8, 16)}
+    assert [d.rsplit(" seed", 1)[0] for d in second] == [d.rsplit(" seed", 1)[0] for d in first]

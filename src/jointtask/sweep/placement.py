@@ -1,8 +1,22 @@
-"""Where runs train: runs of one shape grouped into cohorts, and a GPU's cohorts in one process."""
+"""Where and when runs train: runs in rounds of seeds, runs of one shape grouped into cohorts, and
+a GPU's cohorts in one process."""
 
 from __future__ import annotations
 
 from .experiment import PlannedRun
+
+
+def in_rounds(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """The runs in rounds: every curve (a mixture's runs at one width) gets its first seed left to
+    train before any gets its second, and so on, in plan order within a round. A sweep stopped
+    part-way then holds every curve at its whole grid of widths with fewer seeds, which its report
+    can already read, rather than some curves whole and the others not started."""
+    seeds: dict[tuple[str, int], list[int]] = {}
+    for r in runs:
+        seeds.setdefault((r.mixture, r.width), []).append(r.seed)
+    rank = {k: {s: i for i, s in enumerate(sorted(v))} for k, v in seeds.items()}
+    order = sorted(range(len(runs)), key=lambda i: (rank[(runs[i].mixture, runs[i].width)][runs[i].seed], i))
+    return [runs[i] for i in order]
 
 
 def cohorts(runs: list[PlannedRun], size: int) -> tuple[list[list[PlannedRun]], list[str]]:

@@ -24,7 +24,7 @@ from ..fileio import append_line, atomic_write_bytes, atomic_write_json
 from ..train import run_dir
 from ..train.run_dir import ERROR, RunResult, locked
 from .experiment import Experiment, PlannedRun, plan
-from .placement import cohorts, default_cohort_size, one_process_per_device
+from .placement import cohorts, default_cohort_size, in_rounds, one_process_per_device
 from .plan_io import load_plan, write_plan
 
 SWEEP_LOG = "sweep_log.jsonl"
@@ -106,7 +106,7 @@ def run_sweep(
         atomic_write_json(out / "driver.json", {"pid": os.getpid(), "started": started})
         notes = reuse_runs(runs, runs_dir, reuse)
         states = {r.run_id: run_dir.state(runs_dir / r.run_id, r.run_id) for r in runs}
-        todo = [r for r in runs if states[r.run_id] != "done"]
+        todo = in_rounds([r for r in runs if states[r.run_id] != "done"])
         for r in todo:  # a new attempt clears the last failure; an untrusted result is set aside
             (runs_dir / r.run_id / ERROR).unlink(missing_ok=True)
             if states[r.run_id] == "corrupt":
