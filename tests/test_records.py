@@ -83,6 +83,22 @@ def test_a_sweep_over_records_trains_nothing_and_the_report_is_rebuilt(smoke, tm
     assert (tmp_path / "rebuilt" / "embeddings.csv").read_text() == (smoke / "report" / "embeddings.csv").read_text()
 
 
+def test_a_sweep_without_training_takes_the_shared_runs_only(smoke, tmp_path):
+    """--no-train: an experiment sharing runs with finished records gets those runs and its plan,
+    and trains nothing of what is left (nor logs a training session)."""
+    rec = tmp_path / "records"
+    export_records(smoke, rec)
+    grown = tmp_path / "grown"
+    r = run_cli("sweep", SMOKE, "--set", "sweep.widths=[4, 8, 16]", "--out", grown, "--reuse", rec, "--no-train")
+    assert r.returncode == 0, r.stderr
+    assert "0 trained, 8 already done, 0 failed, 4 left untrained" in r.stderr
+    assert collect(grown).equals(collect(smoke)) and not (grown / "sweep_log.jsonl").exists()
+    st = run_cli("status", grown, "--json")
+    assert (json.loads(st.stdout)["done"], json.loads(st.stdout)["pending"]) == (8, 4)
+    bad = run_cli("sweep", SMOKE, "--out", grown, "--no-train", "--adaptive")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--no-train" in bad.stderr
+
+
 def test_records_follow_an_experiment_that_grew_and_refuse_one_that_shrank(smoke, tmp_path):
     rec = tmp_path / "records"
     export_records(smoke, rec)

@@ -125,6 +125,10 @@ def sweep(
     reuse: List[Path] = typer.Option(
         [], help="a sweep or records directory whose finished runs are copied in instead of trained (repeatable)"
     ),
+    train: bool = typer.Option(
+        True,
+        help="--no-train: write the plan and copy in the runs --reuse holds, train nothing (runs shared with another experiment)",
+    ),
 ):
     """Run (or resume) every run of an experiment; exits 1 if any run failed."""
     from .sweep.experiment import load_experiment
@@ -133,6 +137,8 @@ def sweep(
     _check_reuse(reuse, out)
     if cohort_size is not None and cohort_size < 1:
         raise UserError(f"--cohort-size must be >= 1, got {cohort_size}")
+    if adaptive and not train:
+        raise UserError("--adaptive places widths by training them; it cannot be used with --no-train")
     from .sweep.executors import make_executor
     from .sweep.progress import SweepProgress
     from .sweep.runner import run_sweep
@@ -145,12 +151,17 @@ def sweep(
 
         summary = adaptive_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size)
     else:
-        summary = run_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size, reuse=reuse)
+        summary = run_sweep(
+            exp, out, executor, progress, replan=replan, cohort_size=cohort_size, reuse=reuse, train=train
+        )
     for line in summary.get("notes", []):
         typer.echo(line, err=True)
     for line in summary.get("diverged", []):
         typer.echo(f"diverged (recorded, never a point of a transition): {line}", err=True)
-    typer.echo(f"{summary['done']} trained, {summary['skipped']} already done, {summary['failed']} failed", err=True)
+    left = f", {summary['left']} left untrained" if summary.get("left") else ""
+    typer.echo(
+        f"{summary['done']} trained, {summary['skipped']} already done, {summary['failed']} failed{left}", err=True
+    )
     for rid, msg in summary["failures"]:
         typer.echo(f"failed: {rid}: {msg}", err=True)
     if summary["failed"]:

@@ -89,12 +89,15 @@ def run_sweep(
     replan: bool = False,
     cohort_size: int | None = None,
     reuse: Sequence[str | Path] = (),
+    train: bool = True,
 ) -> dict:
     """Run every unfinished run of `exp` (or of `widths_plan`, a list of PlannedRun), in cohorts
     of up to `cohort_size` runs of one shape (None: the device's default). A run finished in one of
     the `reuse` directories (sweeps or records, `runs/<run_id>/`) is copied from there, not
-    trained: run ids name everything that shapes a result, so it is the same run. Returns counts:
-    {'done': n, 'failed': n, 'skipped': n, 'failures': [(run_id, message)], 'notes': [line] (records set aside, cohort sizes)}."""
+    trained: run ids name everything that shapes a result, so it is the same run. With `train`
+    false, only that: the plan is written and the reused runs copied in, nothing trained. Returns
+    counts: {'done': n, 'failed': n, 'skipped': n, 'left': n (not trained), 'failures':
+    [(run_id, message)], 'notes': [line] (records set aside, cohort sizes)}."""
     out = Path(out)
     runs = widths_plan if widths_plan is not None else plan(exp)
     check_plan_fits(runs, getattr(executor, "workers", None) or 1)
@@ -107,6 +110,8 @@ def run_sweep(
         notes = reuse_runs(runs, runs_dir, reuse)
         states = {r.run_id: run_dir.state(runs_dir / r.run_id, r.run_id) for r in runs}
         todo = in_rounds([r for r in runs if states[r.run_id] != "done"])
+        left = [] if train else todo
+        todo = todo if train else []
         for r in todo:  # a new attempt clears the last failure; an untrusted result is set aside
             (runs_dir / r.run_id / ERROR).unlink(missing_ok=True)
             if states[r.run_id] == "corrupt":
@@ -121,7 +126,8 @@ def run_sweep(
         summary = {
             "done": 0,
             "failed": 0,
-            "skipped": len(runs) - len(todo),
+            "skipped": len(runs) - len(todo) - len(left),
+            "left": len(left),
             "failures": [],
             "notes": notes,
             "diverged": [],
@@ -144,18 +150,19 @@ def run_sweep(
             if progress:
                 progress.stop()
             (out / "driver.json").unlink(missing_ok=True)
-            append_line(
-                out / SWEEP_LOG,
-                json.dumps(
-                    {
-                        "started": started,
-                        "seconds": time.time() - started,
-                        "trained": summary["done"],
-                        "failed": summary["failed"],
-                        "workers": getattr(executor, "workers", None),
-                        "cohort_size": cohort_size,
-                        "processor": processor(),
-                    }
-                ),
-            )
+            if train:  # the log is what training took
+                append_line(
+                    out / SWEEP_LOG,
+                    json.dumps(
+                        {
+                            "started": started,
+                            "seconds": time.time() - started,
+                            "trained": summary["done"],
+                            "failed": summary["failed"],
+                            "workers": getattr(executor, "workers", None),
+                            "cohort_size": cohort_size,
+                            "processor": processor(),
+                        }
+                    ),
+                )
     return summary
