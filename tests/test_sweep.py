@@ -262,6 +262,34 @@ def test_planned_runs_carry_their_kind_and_pretraining():
     assert runs["ADD@20"].config.task.ops == ["ADD"] and runs["ADD@20"].config.train.steps == 20
 
 
+def test_a_transfer_grid_of_its_own_keeps_the_scratch_curve_and_its_run_ids():
+    from jointtask.sweep.experiment import experiment_from_dict
+
+    def runs(**transfer):
+        sweep = {"mixtures": ["ADD"], "widths": [8, 12], "seeds": 3}
+        exp = experiment_from_dict(
+            {
+                "name": "t",
+                "base": {"task": {"modulus": 5, "max_depth": 1}, "train": {"steps": 10}},
+                "sweep": {**sweep, "transfer": {"pretrain": "MAX", "pretrain_steps": 5, **transfer}},
+            }
+        )
+        return {(r.mixture, r.width, r.seed): r.run_id for r in plan(exp)}
+
+    every = runs()
+    assert len(every) == 3 * 2 * 3  # ADD, MAX>ADD and ADD@15 at each width and seed
+    own = runs(widths=[4, 8], seeds=2)
+    assert {k for k in own if k[0] == "ADD"} == {k for k in every if k[0] == "ADD"}  # the scratch curve stays
+    assert {k for k in own if k[0] != "ADD"} == {
+        (m, w, s) for m in ("MAX>ADD", "ADD@15") for w in (4, 8) for s in (0, 1)
+    }
+    assert all(every[k] == i for k, i in own.items() if k in every)  # shared runs keep their ids
+    with pytest.raises(UserError, match="transfer.widths lists 4 twice"):
+        runs(widths=[4, 4])
+    with pytest.raises(UserError, match="transfer.seeds must hold seeds"):
+        runs(seeds=[])
+
+
 def test_seeds_per_mixture_plan_each_curve_its_own_seeds_and_share_the_rest():
     from jointtask.sweep.experiment import experiment_from_dict
 

@@ -99,6 +99,33 @@ class TransferSpec(Strict):
 
     pretrain: str
     pretrain_steps: int
+    # where the pretrained runs and their controls go (default: every width and seed of the
+    # mixture): a grid placed around the transfer's own transition, while the scratch curve keeps
+    # its grid (one shared with other experiments)
+    widths: Optional[list[int]] = None
+    seeds: Optional[Union[list[int], int]] = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.widths is not None and (not self.widths or min(self.widths) < 1):
+            raise ValueError("sweep.transfer.widths must hold positive widths")
+        _no_duplicates("sweep.transfer.widths", self.widths or [])
+        if isinstance(self.seeds, list):
+            _no_duplicates("sweep.transfer.seeds", self.seeds)
+        if self.seeds is not None and (not self.seed_list() or min(self.seed_list()) < 0):
+            raise ValueError("sweep.transfer.seeds must hold seeds >= 0")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        for k in ("widths", "seeds"):  # absent when unused: experiments written without them read the same
+            if out.get(k) is None:
+                out.pop(k, None)
+        return out
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else sorted(self.seeds or [])
 
 
 class SweepSpec(Strict):
@@ -316,6 +343,16 @@ def planned_run(
     )
 
 
+def _transfer_seeds(s: SweepSpec, mixture: str, width: int, scratch: list[int], widths: list[int]) -> list[int]:
+    """The seeds of the transferred runs at one width: none off the transfer's own `widths` (where
+    it has them); its own seeds, or else the scratch curve's (the mixture's where that has no run)."""
+    t = s.transfer
+    assert t is not None
+    if widths and width not in widths:
+        return []
+    return t.seed_list() if t.seeds is not None else scratch or s.seed_list(mixture)
+
+
 def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
     """Every run of the experiment, each named by the hash of its full config: each mixture; with
     budget "exposure", each target alone for the mixture's steps ('ADD@9000'); with a transfer,
@@ -326,14 +363,19 @@ def plan(exp: Experiment, widths: list[int] | None = None) -> list[PlannedRun]:
     for mixture in s.mixtures:
         ops = tuple(split_ops(mixture))
         targets = s.targets or list(ops)
-        for width in widths or s.width_list(mixture):
-            for seed in s.seeds_at(mixture, width):
+        own = widths or s.width_list(mixture)  # `widths`: the adaptive search's, for every curve
+        moved = s.transfer.widths if s.transfer and s.transfer.widths and not widths else []
+        for width in sorted(set(own) | set(moved)):
+            scratch = s.seeds_at(mixture, width) if width in own else []
+            transferred = _transfer_seeds(s, mixture, width, scratch, moved) if s.transfer else []
+            for seed in sorted(set(scratch) | set(transferred)):
                 base_steps = _run_config(exp, list(ops), width, seed, targets).train.steps
                 steps = len(ops) * base_steps if s.budget == "exposure" else None
-                runs.append(planned_run(exp, Label(ops), width, seed, targets, steps))
-                if steps is not None and len(ops) > 1:  # the control: each target alone for the same steps
+                if seed in scratch:
+                    runs.append(planned_run(exp, Label(ops), width, seed, targets, steps))
+                if seed in scratch and steps is not None and len(ops) > 1:  # each target alone for the same steps
                     runs += [planned_run(exp, Label((t,), steps), width, seed, [t], steps) for t in targets if t in ops]
-                if s.transfer:  # the same run started from a model pretrained on another mixture
+                if s.transfer and seed in transferred:  # the run started from a model pretrained on another mixture
                     pops = tuple(split_ops(s.transfer.pretrain))
                     pre = planned_run(
                         exp, Label(pops), width, seed, targets, s.transfer.pretrain_steps, early_stop=False

@@ -42,11 +42,12 @@ def export_records(out: str | Path, dest: str | Path, checkpoints: Collection[st
                 f"{str(dest)!r} holds the records of another experiment (--replan: the sweep's "
                 "experiment grew from theirs)"
             )
-        dropped = {p["run_id"] for p in load_plan(dest)} - {p["run_id"] for p in plan}
+        held = {p["run_id"] for p in load_plan(dest) if run_dir.read_result(dest / "runs" / p["run_id"], p["run_id"])}
+        dropped = held - {p["run_id"] for p in plan}  # a run planned there but never finished may go
         if dropped:
             raise UserError(
                 f"{str(dest)!r} holds the records of another experiment: the sweep's plan lacks "
-                f"{len(dropped)} of its runs"
+                f"{len(dropped)} of its finished runs"
             )
     dest.mkdir(parents=True, exist_ok=True)
     counts = {"copied": 0, "present": 0, "unfinished": 0}
