@@ -281,6 +281,10 @@ def load_experiment(path: str | Path, overrides: Sequence[str] = ()) -> Experime
     tree.setdefault("name", Path(path).stem)
     for o in overrides:  # --set base.train.steps=100 or sweep.seeds=3
         apply_override(tree, o)
+        key = o.split("=", 1)[0].strip()
+        transfer = tree.get("sweep", {}).get("transfer")
+        if key in ("sweep.widths", "sweep.seeds") and isinstance(transfer, dict):
+            transfer.pop(key.split(".")[1], None)  # one grid given for every curve: the transfer's too
     return experiment_from_dict(tree)
 
 
