@@ -284,6 +284,10 @@ def test_a_transfer_grid_of_its_own_keeps_the_scratch_curve_and_its_run_ids():
         (m, w, s) for m in ("MAX>ADD", "ADD@15") for w in (4, 8) for s in (0, 1)
     }
     assert all(every[k] == i for k, i in own.items() if k in every)  # shared runs keep their ids
+    # one grid given on the command line is every curve's, the transfer's too
+    preset = ROOT / "src" / "jointtask" / "presets" / "cpu" / "transfer.toml"
+    shrunk = plan(load_experiment(preset, ["sweep.widths=[4]", "sweep.seeds=[0]"]))
+    assert sorted(r.mixture for r in shrunk) == ["ADD", "ADD@25000", "MAX+MED>ADD"]
     with pytest.raises(UserError, match="transfer.widths lists 4 twice"):
         runs(widths=[4, 4])
     with pytest.raises(UserError, match="transfer.seeds must hold seeds"):

@@ -75,6 +75,11 @@ def _no_duplicates(name: str, values: list) -> list:
     return values
 
 
+def seed_range(seeds: Union[list[int], int]) -> list[int]:
+    """Seeds given as a number n (0..n-1) or a list, as a sorted list."""
+    return list(range(seeds)) if isinstance(seeds, int) else sorted(seeds)
+
+
 class LogRange(Strict):
     min: int
     max: int
@@ -89,7 +94,7 @@ class MoreSeeds(Strict):
     seeds: Union[list[int], int]
 
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else sorted(self.seeds)
+        return seed_range(self.seeds)
 
 
 class TransferSpec(Strict):
@@ -125,7 +130,7 @@ class TransferSpec(Strict):
         return out
 
     def seed_list(self) -> list[int]:
-        return list(range(self.seeds)) if isinstance(self.seeds, int) else sorted(self.seeds or [])
+        return seed_range(self.seeds or [])
 
 
 class SweepSpec(Strict):
@@ -240,7 +245,7 @@ class SweepSpec(Strict):
         """The seeds of one mixture at every width, or (None) of all of them together."""
         out: set[int] = set()
         for g in _given(self.seeds, mixture):
-            out |= set(range(g)) if isinstance(g, int) else set(g)
+            out |= set(seed_range(g))
         return sorted(out)
 
     def seeds_at(self, mixture: str, width: int) -> list[int]:
