@@ -371,6 +371,33 @@ def test_an_inconclusive_row_quotes_the_power_of_its_design():
     assert "at 16 seeds" in power_note(table([10, 12, 14], 20), curves, rows)  # the most seeds calibrated, at or below
 
 
+def test_an_undecided_row_says_what_its_design_lacks():
+    """A design below 8 seeds a width or 5 widths gives no verdict, and says which it lacks and by
+    how much; the old split is named as a reason of its own."""
+    import pandas as pd
+
+    from jointtask.analysis.claims import design
+
+    def table(widths, seeds, protocol="paper"):
+        return pd.DataFrame(
+            [
+                {"mixture": m, "target_op": "ADD", "width": w, "seed": s, "protocol": protocol, "test_scored": 1}
+                for m in ("ADD", "ADD+MAX")
+                for w in widths
+                for s in range(seeds if m == "ADD" or w > 10 else seeds - 1)
+            ]
+        )
+
+    curves = [("ADD", "ADD"), ("ADD+MAX", "ADD")]
+    assert design(table([10, 12, 14, 17, 20], 9), curves)[1] == ""
+    text, why = design(table([10, 12, 14, 17, 20], 3), curves)
+    assert "3x5 / 2-3x5" in text and why == "design too small: 2 seeds at a width of the 8 a verdict needs"
+    why = design(table([12, 14, 17], 8), curves)[1]
+    assert why == "design too small: 3 widths of the 5 a verdict needs"
+    old = table([10, 12, 14, 17, 20], 9).drop(columns=["protocol", "test_scored"])
+    assert design(old, curves)[1] == "old split"
+
+
 def test_a_lottery_curve_is_flagged_and_a_step_is_not():
     """Planted curves: success drawn at the same rate at every size (a lottery) is flagged in the
     claims row; a step (runs succeed above a size) and a curve that always succeeds are not."""

@@ -132,22 +132,26 @@ PROTOCOL_TEXT = {
 }
 
 
-def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, bool]:
+def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, str]:
     """'seeds x widths 8x5 / 8x5; ...' for the (mixture, target op) curves ('16-48x12': from 16
-    to 48 seeds a width), and whether that design may give a verdict (its fewest seeds a width
-    count)."""
+    to 48 seeds a width), and why that design may not give a verdict ('' where it may: its
+    fewest seeds a width count)."""
     protocol = protocol_of(df)
-    parts, ok, ws = [], protocol != "old split", set()
+    parts, ws, seeds, widths = [], set(), [], []
     for m, op in curves:
         g = df[(df.mixture == m) & (df.target_op == op)]
         per_width = g.groupby("width").seed.nunique()  # more seeds at some widths: 'a-b'
         fewest, most = (int(per_width.min()), int(per_width.max())) if len(per_width) else (0, 0)
-        widths = g.width.nunique()
-        ok = ok and fewest >= MIN_SEEDS and widths >= MIN_WIDTHS
-        parts.append(f"{fewest}x{widths}" if fewest == most else f"{fewest}-{most}x{widths}")
+        seeds.append(fewest)
+        widths.append(g.width.nunique())
+        parts.append(f"{fewest}x{widths[-1]}" if fewest == most else f"{fewest}-{most}x{widths[-1]}")
         ws |= set(g.width)
     span = f"widths {min(ws)}-{max(ws)}, " if ws else ""
-    return f"{span}seeds x widths {' / '.join(parts)}; {PROTOCOL_TEXT[protocol]}", ok
+    short = [f"{min(seeds)} seeds at a width of the {MIN_SEEDS}"] if min(seeds) < MIN_SEEDS else []
+    short += [f"{min(widths)} widths of the {MIN_WIDTHS}"] if min(widths) < MIN_WIDTHS else []
+    why = ["old split"] if protocol == "old split" else []
+    why += [f"design too small: {' and '.join(short)} a verdict needs"] if short else []
+    return f"{span}seeds x widths {' / '.join(parts)}; {PROTOCOL_TEXT[protocol]}", "; ".join(why)
 
 
 def budget_note(df: pd.DataFrame, fits: dict, curves: list[tuple[str, str]]) -> str:
@@ -265,9 +269,9 @@ def power_note(df: pd.DataFrame, curves: list[tuple[str, str]], rows: list[dict]
     return f"; calibration ({family} widths) at {says(at)}{tail}"
 
 
-def _claim_verdict(c: Claim, r: dict, decided: bool) -> str:
-    if not decided:
-        return "not decided (design too small or old split)"
+def _claim_verdict(c: Claim, r: dict, why: str) -> str:
+    if why:
+        return f"not decided ({why})"
     v = r["verdict"]
     if c.expects == "benefit":
         out = {
@@ -309,11 +313,11 @@ def claim_rows(sources: dict[str, pd.DataFrame], n_boot: int = N_BOOT, fits: dic
 def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
     """One claims-table row from a source's results table and its transition fits."""
     curves = curves_of(c)
-    text, ok = design(df, curves)
+    text, why = design(df, curves)
     if not all(k in fits for k in curves):
         ours, verdict = "no fit (design too small)", "not decided"
     elif not c.mixture:
-        ours, verdict = _difficulty({op: fits[(op, op)] for op in c.ops}, ok)
+        ours, verdict = _difficulty({op: fits[(op, op)] for op in c.ops}, why)
     else:
         r = joint_benefit(fits[curves[0]], fits[curves[1]])
         ours = (
@@ -322,11 +326,11 @@ def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
             f"P*({curves[0][1]}) {_pstar(fits[curves[0]])} {'alone' if c.baseline == curves[0][1] else 'in ' + c.baseline}, "
             f"{_pstar(fits[curves[1]])} in {c.mixture}"
         )
-        verdict = _claim_verdict(c, r, ok)
+        verdict = _claim_verdict(c, r, why)
     if not verdict.startswith("not decided"):
         verdict += budget_note(df, fits, curves) + flat_note(df, curves) + split_note(df, fits, curves)
-    if verdict.startswith("inconclusive") and c.mixture:
-        verdict += power_note(df, curves)
+    if c.mixture and (verdict.startswith("inconclusive") or why.startswith("design too small")):
+        verdict += power_note(df, curves)  # what this design detects, or what the full one would
     return {
         "claim": c.claim,
         "the paper": c.paper,
@@ -345,7 +349,7 @@ def _pstar(t) -> str:
     return fmt_interval(f.value, t.pstar_ci[0], t.pstar_ci[1], f.censored, f.p_min, f.p_max)
 
 
-def _difficulty(t: dict, decided: bool) -> tuple[str, str]:
+def _difficulty(t: dict, why: str) -> tuple[str, str]:
     """C1: the hard op's P* (the first of `t`) above each easy op's (each trained alone)."""
     hard, *easy = t
     ours = "; ".join(f"P*({op}) {_pstar(t[op])}" for op in t)
@@ -362,7 +366,7 @@ def _difficulty(t: dict, decided: bool) -> tuple[str, str]:
         for op in easy
     ]
     harder = low_add is not None and all(h is not None and low_add > h for h in high_easy)
-    verdict = ("reproduced" if harder else "inconclusive") if decided else "not decided (design too small or old split)"
+    verdict = f"not decided ({why})" if why else ("reproduced" if harder else "inconclusive")
     return ours, verdict
 
 
