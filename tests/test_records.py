@@ -99,6 +99,27 @@ def test_a_sweep_without_training_takes_the_shared_runs_only(smoke, tmp_path):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--no-train" in bad.stderr
 
 
+def test_a_sweep_trains_only_the_mixtures_named_first(smoke, tmp_path):
+    """--only: the named mixture's runs are trained now (the width added to the plan), the other
+    curve's waits in the plan; the next sweep without it trains the rest and nothing twice. A name
+    that is not a mixture of the experiment is refused before anything is written."""
+    rec = tmp_path / "records"
+    export_records(smoke, rec)
+    grown = tmp_path / "grown"
+    widths = ["--set", "sweep.widths=[4, 8, 16]"]
+    bad = run_cli("sweep", SMOKE, *widths, "--out", grown, "--only", "MAX+MED", "--reuse", rec)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "MAX+MED" in bad.stderr
+    assert not grown.exists()
+    r = run_cli("sweep", SMOKE, *widths, "--out", grown, "--only", "MAX+MIN", "--reuse", rec, "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "2 trained, 8 already done, 0 failed, 2 left untrained" in r.stderr
+    df = collect(grown)
+    assert set(df[df.width == 4].mixture) == {"MAX+MIN"} and len(df[df.width == 4]) == 2
+    r = run_cli("sweep", SMOKE, *widths, "--out", grown, "--workers", "2")
+    assert r.returncode == 0 and "2 trained, 10 already done, 0 failed" in r.stderr
+    assert len(collect(grown).drop_duplicates("run_id")) == 12
+
+
 def test_records_follow_an_experiment_that_grew_and_refuse_one_that_shrank(smoke, tmp_path):
     rec = tmp_path / "records"
     export_records(smoke, rec)

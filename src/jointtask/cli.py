@@ -129,6 +129,9 @@ def sweep(
         True,
         help="--no-train: write the plan and copy in the runs --reuse holds, train nothing (runs shared with another experiment)",
     ),
+    only: List[str] = typer.Option(
+        [], help="train only this mixture's runs now, the rest of the plan later (repeatable), e.g. --only ADD+PROD"
+    ),
 ):
     """Run (or resume) every run of an experiment; exits 1 if any run failed."""
     from .sweep.experiment import load_experiment
@@ -139,6 +142,8 @@ def sweep(
         raise UserError(f"--cohort-size must be >= 1, got {cohort_size}")
     if adaptive and not train:
         raise UserError("--adaptive places widths by training them; it cannot be used with --no-train")
+    if adaptive and only:
+        raise UserError("--adaptive places widths by training every curve; it cannot be used with --only")
     from .sweep.executors import make_executor
     from .sweep.progress import SweepProgress
     from .sweep.runner import run_sweep
@@ -152,7 +157,7 @@ def sweep(
         summary = adaptive_sweep(exp, out, executor, progress, replan=replan, cohort_size=cohort_size)
     else:
         summary = run_sweep(
-            exp, out, executor, progress, replan=replan, cohort_size=cohort_size, reuse=reuse, train=train
+            exp, out, executor, progress, replan=replan, cohort_size=cohort_size, reuse=reuse, train=train, only=only
         )
     for line in summary.get("notes", []):
         typer.echo(line, err=True)

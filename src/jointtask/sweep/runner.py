@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import UserError
 from ..fileio import append_line, atomic_write_bytes, atomic_write_json
 from ..train import run_dir
 from ..train.run_dir import ERROR, RunResult, locked
@@ -90,17 +91,26 @@ def run_sweep(
     cohort_size: int | None = None,
     reuse: Sequence[str | Path] = (),
     train: bool = True,
+    only: Sequence[str] = (),
 ) -> dict:
     """Run every unfinished run of `exp` (or of `widths_plan`, a list of PlannedRun), in cohorts
     of up to `cohort_size` runs of one shape (None: the device's default). A run finished in one of
     the `reuse` directories (sweeps or records, `runs/<run_id>/`) is copied from there, not
     trained: run ids name everything that shapes a result, so it is the same run. With `train`
-    false, only that: the plan is written and the reused runs copied in, nothing trained. Returns
+    false, only that: the plan is written and the reused runs copied in, nothing trained. With
+    `only` (mixture names), the runs of those mixtures alone are trained now; the plan keeps the
+    others, left for a later sweep. Returns
     counts: {'done': n, 'failed': n, 'skipped': n, 'left': n (not trained), 'failures':
     [(run_id, message)], 'notes': [line] (records set aside, cohort sizes)}."""
     out = Path(out)
     runs = widths_plan if widths_plan is not None else plan(exp)
     check_plan_fits(runs, getattr(executor, "workers", None) or 1)
+    unknown = sorted(set(only) - {r.mixture for r in runs})
+    if unknown:
+        raise UserError(
+            f"--only {', '.join(unknown)}: not a mixture of this experiment "
+            f"({', '.join(sorted({r.mixture for r in runs}))})"
+        )
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = out / "runs"
     with locked(out / ".sweep.lock", blocking=False):
@@ -109,9 +119,10 @@ def run_sweep(
         atomic_write_json(out / "driver.json", {"pid": os.getpid(), "started": started})
         notes = reuse_runs(runs, runs_dir, reuse)
         states = {r.run_id: run_dir.state(runs_dir / r.run_id, r.run_id) for r in runs}
-        todo = in_rounds([r for r in runs if states[r.run_id] != "done"])
-        left = [] if train else todo
-        todo = todo if train else []
+        pending = in_rounds([r for r in runs if states[r.run_id] != "done"])
+        now = [train and (not only or r.mixture in only) for r in pending]
+        todo = [r for r, t in zip(pending, now) if t]
+        left = [r for r, t in zip(pending, now) if not t]
         for r in todo:  # a new attempt clears the last failure; an untrusted result is set aside
             (runs_dir / r.run_id / ERROR).unlink(missing_ok=True)
             if states[r.run_id] == "corrupt":
