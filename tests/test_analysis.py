@@ -394,6 +394,7 @@ def test_an_undecided_row_says_what_its_design_lacks():
     assert "3x5 / 2-3x5" in text and why == "design too small: 2 seeds at a width of the 8 a verdict needs"
     why = design(table([12, 14, 17], 8), curves)[1]
     assert why == "design too small: 3 widths of the 5 a verdict needs"
+    assert design(table([10, 12, 14, 17, 20], 2), curves)[1].startswith("design too small: 1 seed at a width")
     old = table([10, 12, 14, 17, 20], 9).drop(columns=["protocol", "test_scored"])
     assert design(old, curves)[1] == "old split"
 

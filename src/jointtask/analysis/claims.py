@@ -147,11 +147,15 @@ def design(df: pd.DataFrame, curves: list[tuple[str, str]]) -> tuple[str, str]:
         parts.append(f"{fewest}x{widths[-1]}" if fewest == most else f"{fewest}-{most}x{widths[-1]}")
         ws |= set(g.width)
     span = f"widths {min(ws)}-{max(ws)}, " if ws else ""
-    short = [f"{min(seeds)} seeds at a width of the {MIN_SEEDS}"] if min(seeds) < MIN_SEEDS else []
-    short += [f"{min(widths)} widths of the {MIN_WIDTHS}"] if min(widths) < MIN_WIDTHS else []
+    short = [f"{_count(min(seeds), 'seed')} at a width of the {MIN_SEEDS}"] if min(seeds) < MIN_SEEDS else []
+    short += [f"{_count(min(widths), 'width')} of the {MIN_WIDTHS}"] if min(widths) < MIN_WIDTHS else []
     why = ["old split"] if protocol == "old split" else []
     why += [f"design too small: {' and '.join(short)} a verdict needs"] if short else []
     return f"{span}seeds x widths {' / '.join(parts)}; {PROTOCOL_TEXT[protocol]}", "; ".join(why)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def budget_note(df: pd.DataFrame, fits: dict, curves: list[tuple[str, str]]) -> str:
