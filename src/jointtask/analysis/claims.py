@@ -319,7 +319,7 @@ def claim_row(c: Claim, df: pd.DataFrame, fits: dict) -> dict:
     curves = curves_of(c)
     text, why = design(df, curves)
     if not all(k in fits for k in curves):
-        ours, verdict = "no fit (design too small)", "not decided"
+        ours, verdict = "no fit (design too small)", f"not decided ({why})" if why else "not decided"
     elif not c.mixture:
         ours, verdict = _difficulty({op: fits[(op, op)] for op in c.ops}, why)
     else:
