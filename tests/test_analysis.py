@@ -369,6 +369,7 @@ def test_an_inconclusive_row_quotes_the_power_of_its_design():
     assert "equal curves called no benefit 30%" in note and "with 16 seeds: 80% power from 2x (P50)" in note
     assert "wide widths" in power_note(table([8, 12, 18, 27, 40], 8), curves, rows)
     assert "at 16 seeds" in power_note(table([10, 12, 14], 20), curves, rows)  # the most seeds calibrated, at or below
+    assert power_note(table([10, 12, 14], 8), [("ADD", "ADD"), ("ADD+MED", "ADD")], rows) == ""  # a curve not trained
 
 
 def test_an_undecided_row_says_what_its_design_lacks():

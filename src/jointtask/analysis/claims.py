@@ -249,6 +249,8 @@ def power_note(df: pd.DataFrame, curves: list[tuple[str, str]], rows: list[dict]
     seeds, steps = [], []
     for m, op in curves:
         g = df[(df.mixture == m) & (df.target_op == op)]
+        if g.empty:  # a curve not trained yet: no design to calibrate
+            return ""
         seeds.append(int(g.groupby("width").seed.nunique().min()))  # the fewest a width
         ws = sorted(set(g.width))
         steps += [b / a for a, b in zip(ws, ws[1:])]
