@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def claims_block(root: Path) -> str:
     dirs = sorted(p for p in (root / "docs" / "results").iterdir() if (p / "results.csv").exists())
-    return "Printed by `jointtask claims docs/results/*` from the committed result tables.\n\n" + claims_table(
-        dirs, "md"
+    return "Printed by `jointtask claims docs/results/* --missing` from the committed result tables.\n\n" + (
+        claims_table(dirs, "md", missing=True)
     )
 
 

@@ -337,6 +337,26 @@ def test_claims_are_rows_of_a_data_file(tmp_path):
         load_claims(bad)
 
 
+def test_a_claim_without_records_has_a_row_only_when_asked():
+    """`claims --missing` lists every claim, those whose source is not among the directories as
+    not run; without it the table holds only the sources given. Rows keep the claims file's order."""
+    import io
+
+    import pandas as pd
+
+    from jointtask.analysis.claims import CLAIMS, claims_table
+
+    quick = ROOT / "docs" / "results" / "quick"
+    given = pd.read_csv(io.StringIO(claims_table([quick], "csv", n_boot=50)))
+    assert set(given.source) == {"quick"} and len(given) == sum(c.source == "quick" for c in CLAIMS)
+    every = pd.read_csv(io.StringIO(claims_table([quick], "csv", n_boot=50, missing=True)), keep_default_na=False)
+    assert list(zip(every.claim, every.source)) == [(c.claim, c.source) for c in CLAIMS]
+    absent = every[every.source != "quick"]
+    assert (absent["ours, 95% interval"] == "not run").all()
+    assert absent.verdict.str.startswith("not decided (no records of ").all()
+    assert every[every.source == "quick"].reset_index(drop=True).equals(given.reset_index(drop=True).astype(str))
+
+
 def test_an_inconclusive_row_quotes_the_power_of_its_design():
     """The power note reads the calibration of the design family the widths' spacing gives (dense:
     about 1.2x apart; wide: 1.5x) at the curves' seeds, and the next design with more seeds."""

@@ -302,12 +302,13 @@ def claims(
     dirs: List[Path] = typer.Argument(..., help="result directories holding results.csv (e.g. docs/results/*)"),
     format: str = typer.Option("md", help="md or csv"),
     n_boot: int = typer.Option(N_BOOT, help="bootstrap replicates per transition"),
+    missing: bool = typer.Option(False, help="also list the claims whose source is not among DIRS, as not run"),
 ):
     """The paper's claims against result tables: ours with 95% interval, design, verdict, command."""
     from .analysis.claims import claims_table
 
     _check_n_boot(n_boot)
-    typer.echo(claims_table(dirs, format, n_boot), nl=False)
+    typer.echo(claims_table(dirs, format, n_boot, missing), nl=False)
 
 
 @app.command()

@@ -376,13 +376,32 @@ def _difficulty(t: dict, why: str) -> tuple[str, str]:
     return ours, verdict
 
 
-def claims_table(dirs: list[Path], fmt: str = "md", n_boot: int = N_BOOT) -> str:
-    """The claims table for result directories (matched to claims by directory name)."""
+def not_run_row(c: Claim) -> dict:
+    """The row of a claim whose source has no records among the directories read."""
+    return {
+        "claim": c.claim,
+        "the paper": c.paper,
+        "ours, 95% interval": "not run",
+        "scale": c.scale,
+        "protocol": "",
+        "design": "no records",
+        "verdict": f"not decided (no records of {c.source}: `{c.command}` trains them)",
+        "source": c.source,
+        "command": c.command,
+    }
+
+
+def claims_table(dirs: list[Path], fmt: str = "md", n_boot: int = N_BOOT, missing: bool = False) -> str:
+    """The claims table for result directories (matched to claims by directory name); with
+    `missing`, a claim whose source is not among them has a row too, saying it was not run."""
     known = {c.source for c in CLAIMS}
     sources = {Path(d).name: load_results(Path(d)) for d in dirs if Path(d).name in known}
     if not sources:
         raise UserError(f"none of the given directories is a source of a claim ({', '.join(sorted(known))})")
-    df = pd.DataFrame(claim_rows(sources, n_boot))
+    rows = iter(claim_rows(sources, n_boot))  # in the order of CLAIMS, as the rows below
+    df = pd.DataFrame(
+        [next(rows) if c.source in sources else not_run_row(c) for c in CLAIMS if missing or c.source in sources]
+    )
     if fmt == "csv":
         return df.to_csv(index=False)
     if fmt != "md":
