@@ -102,3 +102,16 @@ def test_committed_report_pages_show_their_tables():
         shown += [s for _, r in rat.iterrows() for s in (_ratio_text(r), _ratio_text(r, "p50_"))]
         for s in shown:
             assert html.escape(s) in text, f"{page.relative_to(ROOT)} does not show {s!r}: regenerate or remove it"
+
+
+def test_the_readme_prose_on_strict_c2_matches_its_row():
+    """The README says strict C2's P* ratio interval holds 1 but reaches past 2 (so no verdict of no
+    benefit); the row printed from the committed records must say the same, or the prose is stale."""
+    readme = (ROOT / "README.md").read_text()
+    if "the P\\* ratio's interval holds 1 but reaches past 2" not in " ".join(readme.split()):
+        return
+    row = next(line for line in readme.splitlines() if line.startswith("| C2 |") and "| cpu-strict-c2 |" in line)
+    m = re.search(r"ratio P\* [\d.]+ \[([\d.]+), ([\d.]+)\]", row)
+    assert m, row
+    lo, hi = float(m.group(1)), float(m.group(2))
+    assert lo <= 1 <= 2 < hi and "| inconclusive" in row
