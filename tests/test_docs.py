@@ -104,14 +104,28 @@ def test_committed_report_pages_show_their_tables():
             assert html.escape(s) in text, f"{page.relative_to(ROOT)} does not show {s!r}: regenerate or remove it"
 
 
+# What the README's paragraph on strict C2 may say about its P* ratio, each with the row it needs
+# (interval low, high, verdict): the paragraph carries exactly one, and it must match the row.
+STRICT_C2_PROSE = {
+    "the P\\* ratio's interval holds 1 but reaches past 2": lambda lo, hi, verdict: (
+        lo <= 1 <= 2 < hi and verdict == "inconclusive"
+    ),
+    "the P\\* ratio's interval holds 1 and lies between 1/2 and 2": lambda lo, hi, verdict: (
+        0.5 < lo <= 1 <= hi < 2 and verdict == "no benefit"
+    ),
+    "the P\\* ratio's interval lies below 1": lambda lo, hi, verdict: hi < 1 and verdict == "harm",
+}
+
+
 def test_the_readme_prose_on_strict_c2_matches_its_row():
-    """The README says strict C2's P* ratio interval holds 1 but reaches past 2 (so no verdict of no
-    benefit); the row printed from the committed records must say the same, or the prose is stale."""
+    """The README's paragraph on strict C2 says where the P* ratio's interval lies; the row printed
+    from the committed records must say the same, or the prose is stale."""
     readme = (ROOT / "README.md").read_text()
-    if "the P\\* ratio's interval holds 1 but reaches past 2" not in " ".join(readme.split()):
-        return
+    prose = " ".join(readme.split())
+    said = [phrase for phrase in STRICT_C2_PROSE if phrase in prose]
+    assert len(said) == 1, f"the README's paragraph on strict C2 says {len(said)} of {list(STRICT_C2_PROSE)}"
     row = next(line for line in readme.splitlines() if line.startswith("| C2 |") and "| cpu-strict-c2 |" in line)
     m = re.search(r"ratio P\* [\d.]+ \[([\d.]+), ([\d.]+)\]", row)
     assert m, row
-    lo, hi = float(m.group(1)), float(m.group(2))
-    assert lo <= 1 <= 2 < hi and "| inconclusive" in row
+    verdict = row.split(" | ")[6].split(";")[0].strip()
+    assert STRICT_C2_PROSE[said[0]](float(m.group(1)), float(m.group(2)), verdict), (said[0], row)
