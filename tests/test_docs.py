@@ -111,9 +111,9 @@ STRICT_C2_PROSE = {
         lo <= 1 <= 2 < hi and verdict == "inconclusive"
     ),
     "the P\\* ratio's interval holds 1 and lies between 1/2 and 2": lambda lo, hi, verdict: (
-        0.5 < lo <= 1 <= hi < 2 and verdict == "no benefit"
+        0.5 < lo <= 1 <= hi < 2 and "no benefit" in verdict
     ),
-    "the P\\* ratio's interval lies below 1": lambda lo, hi, verdict: hi < 1 and verdict == "harm",
+    "the P\\* ratio's interval lies below 1": lambda lo, hi, verdict: hi < 1 and "harm" in verdict,
 }
 
 
